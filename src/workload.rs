@@ -1,0 +1,234 @@
+//! Where a pod lives inside each pod-bearing kind.
+//!
+//! Everything that reads or writes a pod spec goes through [`PodTemplate::locate`], so the knowledge
+//! "a CronJob keeps its pod at `spec.jobTemplate.spec.template`" exists exactly once.
+
+use serde_json::Value;
+
+/// The pod-bearing kinds restrictor understands, keyed by `apiVersion` group and `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Pod,
+    PodTemplate,
+    ReplicationController,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    /// Classifies an object by its `apiVersion` and `kind`; `None` for anything that carries no pod.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Self> {
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        Self::from_group_kind(group, kind)
+    }
+
+    /// Classifies by API group (`""` for core) and kind, as an AdmissionReview's `request.kind` names them.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        Some(match (group, kind) {
+            ("", "Pod") => Self::Pod,
+            ("", "PodTemplate") => Self::PodTemplate,
+            ("", "ReplicationController") => Self::ReplicationController,
+            ("apps" | "extensions", "Deployment") => Self::Deployment,
+            ("apps" | "extensions", "ReplicaSet") => Self::ReplicaSet,
+            ("apps", "StatefulSet") => Self::StatefulSet,
+            ("apps" | "extensions", "DaemonSet") => Self::DaemonSet,
+            ("batch", "Job") => Self::Job,
+            ("batch", "CronJob") => Self::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// JSON pointer of the object holding the pod's `metadata` and `spec`.
+    pub fn template_pointer(self) -> &'static str {
+        match self {
+            Self::Pod => "",
+            Self::PodTemplate => "/template",
+            Self::ReplicationController
+            | Self::Deployment
+            | Self::ReplicaSet
+            | Self::StatefulSet
+            | Self::DaemonSet
+            | Self::Job => "/spec/template",
+            Self::CronJob => "/spec/jobTemplate/spec/template",
+        }
+    }
+
+    /// The same location in the dotted form error messages use (`spec.template.spec`).
+    pub fn spec_path(self) -> &'static str {
+        match self {
+            Self::Pod => "spec",
+            Self::PodTemplate => "template.spec",
+            Self::CronJob => "spec.jobTemplate.spec.template.spec",
+            _ => "spec.template.spec",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::PodTemplate => "PodTemplate",
+            Self::ReplicationController => "ReplicationController",
+            Self::Deployment => "Deployment",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+        }
+    }
+}
+
+/// The three lists a pod keeps containers in, in the order the kubelet starts them.
+pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
+
+/// A located pod template: borrowed views of its metadata and spec plus where they sit.
+#[derive(Debug, Clone, Copy)]
+pub struct PodTemplate<'a> {
+    pub kind: WorkloadKind,
+    /// `metadata` of the pod (the template's metadata for workloads); absent in some templates.
+    pub metadata: Option<&'a Value>,
+    pub spec: &'a Value,
+}
+
+impl<'a> PodTemplate<'a> {
+    /// Finds the pod template in `object`; `None` for other kinds or when the template has no `spec` object.
+    pub fn locate(object: &'a Value) -> Option<Self> {
+        let api_version = object.get("apiVersion")?.as_str()?;
+        let kind = object.get("kind")?.as_str()?;
+        let kind = WorkloadKind::from_type(api_version, kind)?;
+        Self::locate_as(object, kind)
+    }
+
+    /// Finds the pod template of an object whose kind the caller already knows (from an AdmissionReview).
+    pub fn locate_as(object: &'a Value, kind: WorkloadKind) -> Option<Self> {
+        let holder = object.pointer(kind.template_pointer())?;
+        let spec = holder.get("spec").filter(|spec| spec.is_object())?;
+        Some(Self {
+            kind,
+            metadata: holder.get("metadata").filter(|m| m.is_object()),
+            spec,
+        })
+    }
+
+    /// JSON pointer of the pod spec inside the whole object (`/spec/template/spec`).
+    pub fn spec_pointer(&self) -> String {
+        format!("{}/spec", self.kind.template_pointer())
+    }
+
+    /// Labels of the pod (the template's labels for workloads).
+    pub fn labels(&self) -> Option<&'a serde_json::Map<String, Value>> {
+        self.metadata?.get("labels")?.as_object()
+    }
+
+    /// Every container in every list, with the list name and index the patch paths need.
+    pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'a>> + 'a {
+        let spec = self.spec;
+        CONTAINER_LISTS.into_iter().flat_map(move |list| {
+            spec.get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(move |(index, container)| ContainerRef {
+                    list,
+                    index,
+                    container,
+                })
+        })
+    }
+}
+
+/// One container of a pod, with where it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerRef<'a> {
+    /// `initContainers`, `containers` or `ephemeralContainers`.
+    pub list: &'static str,
+    pub index: usize,
+    pub container: &'a Value,
+}
+
+impl<'a> ContainerRef<'a> {
+    pub fn name(&self) -> &'a str {
+        self.container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn image(&self) -> &'a str {
+        self.container
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// Dotted path for messages: `containers[0]`.
+    pub fn path(&self) -> String {
+        format!("{}[{}]", self.list, self.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn locates_the_template_of_every_pod_bearing_kind() {
+        let template = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}});
+        let cases = [
+            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "x"}}, "spec": template["spec"]}), WorkloadKind::Pod),
+            (json!({"apiVersion": "v1", "kind": "PodTemplate", "template": template}), WorkloadKind::PodTemplate),
+            (json!({"apiVersion": "v1", "kind": "ReplicationController", "spec": {"template": template}}), WorkloadKind::ReplicationController),
+            (json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}), WorkloadKind::Deployment),
+            (json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": template}}), WorkloadKind::ReplicaSet),
+            (json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": template}}), WorkloadKind::StatefulSet),
+            (json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": template}}), WorkloadKind::DaemonSet),
+            (json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": template}}), WorkloadKind::Job),
+            (json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}), WorkloadKind::CronJob),
+        ];
+        for (object, kind) in cases {
+            let pod = PodTemplate::locate(&object).expect("template found");
+            assert_eq!(pod.kind, kind);
+            assert_eq!(pod.labels().and_then(|l| l.get("app")), Some(&json!("x")));
+            assert_eq!(pod.containers().map(|c| c.name()).collect::<Vec<_>>(), ["c"]);
+            assert_eq!(object.pointer(&pod.spec_pointer()), Some(pod.spec));
+        }
+    }
+
+    #[test]
+    fn other_kinds_and_groups_carry_no_pod() {
+        for object in [
+            json!({"apiVersion": "v1", "kind": "Service", "spec": {"template": {"spec": {}}}}),
+            json!({"apiVersion": "example.com/v1", "kind": "Deployment", "spec": {"template": {"spec": {}}}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": "not an object"}}}),
+            json!({"kind": "Pod", "spec": {}}),
+        ] {
+            assert!(PodTemplate::locate(&object).is_none(), "{object}");
+        }
+    }
+
+    #[test]
+    fn containers_are_listed_in_start_order_with_their_paths() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "spec": {
+            "ephemeralContainers": [{"name": "debug"}],
+            "containers": [{"name": "a"}, {"name": "b"}],
+            "initContainers": [{"name": "init"}],
+        }});
+        let template = PodTemplate::locate(&pod).expect("pod");
+        let paths: Vec<_> = template.containers().map(|c| (c.path(), c.name())).collect();
+        assert_eq!(
+            paths,
+            [
+                ("initContainers[0]".to_owned(), "init"),
+                ("containers[0]".to_owned(), "a"),
+                ("containers[1]".to_owned(), "b"),
+                ("ephemeralContainers[0]".to_owned(), "debug"),
+            ]
+        );
+    }
+}
