@@ -1,0 +1,623 @@
+//! The policy file: profiles (what to change in a pod) and ordered rules (which pods get which profile).
+//!
+//! Parsing is strict: an unknown field, a wrong type or a bad value fails with the field's path and the
+//! line it is on, so a typo never silently weakens what restrictor enforces.
+
+mod glob;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use glob::Glob;
+
+/// The built-in policy, as `restrictor policy` prints it.
+pub const BUILTIN_YAML: &str = include_str!("default.yaml");
+
+/// The profile name that leaves matched pods alone.
+pub const NO_PROFILE: &str = "none";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The message carries the field path and, where known, the line.
+    #[error("invalid policy: {0}")]
+    Invalid(String),
+}
+
+/// A loaded and validated policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    profiles: BTreeMap<String, Profile>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+    rules: Vec<Rule>,
+}
+
+/// What to change in a pod. Omitted fields take the `restricted` defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Profile {
+    pub run_as_user: NonRootId,
+    pub run_as_group: NonRootId,
+    pub fs_group: NonRootId,
+    pub read_only_root_filesystem: bool,
+    pub writable_paths: Vec<WritablePath>,
+    pub strip_node_affinity: bool,
+    /// Toleration keys removed from the pod (the control-plane taints that come with node affinity).
+    pub strip_tolerations: Vec<String>,
+    /// Pod sysctls ensured (only safe ones: the restricted level allows no others).
+    pub sysctls: Vec<Sysctl>,
+    pub unfixable: Unfixable,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            run_as_user: NonRootId::DEFAULT,
+            run_as_group: NonRootId::DEFAULT,
+            fs_group: NonRootId::DEFAULT,
+            read_only_root_filesystem: false,
+            writable_paths: Vec::new(),
+            strip_node_affinity: false,
+            strip_tolerations: Vec::new(),
+            sysctls: Vec::new(),
+            unfixable: Unfixable::default(),
+        }
+    }
+}
+
+/// A uid or gid that is not root. Zero fails at parse time, naming the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct NonRootId(u32);
+
+impl NonRootId {
+    pub const DEFAULT: Self = Self(1000);
+
+    pub fn get(self) -> i64 {
+        i64::from(self.0)
+    }
+}
+
+impl TryFrom<i64> for NonRootId {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, String> {
+        match u32::try_from(value) {
+            Ok(0) => Err("must not be 0 (root)".to_owned()),
+            // Kubernetes limits ids to int32.
+            Ok(id) if id <= i32::MAX as u32 => Ok(Self(id)),
+            _ => Err(format!("{value} is not a valid id (1 to 2147483647)")),
+        }
+    }
+}
+
+impl From<NonRootId> for i64 {
+    fn from(id: NonRootId) -> Self {
+        id.get()
+    }
+}
+
+/// A directory the program writes to, backed by an emptyDir when the root filesystem is read-only.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WritablePath {
+    pub path: AbsolutePath,
+    /// Only for containers whose environment sets this variable to a non-empty value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_env: Option<String>,
+    /// Skip when a mount exists anywhere below the path (the workload manages that tree itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_if_mounted_below: bool,
+    /// Fill the new emptyDir with what the container's image has at the path, by an init container
+    /// running the same image, so the mount does not hide files the image ships.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed_from_image: bool,
+}
+
+/// An absolute, normalised directory path (no trailing slash, no `.` or `..` parts).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AbsolutePath(String);
+
+impl AbsolutePath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AbsolutePath {
+    type Error = String;
+
+    fn try_from(path: String) -> Result<Self, String> {
+        let trimmed = path.trim_end_matches('/');
+        if !path.starts_with('/') || trimmed.is_empty() {
+            return Err(format!("{path:?} must be an absolute path other than /"));
+        }
+        if trimmed
+            .split('/')
+            .skip(1)
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(format!("{path:?} must not contain empty, . or .. parts"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+impl From<AbsolutePath> for String {
+    fn from(path: AbsolutePath) -> Self {
+        path.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sysctl {
+    pub name: SafeSysctl,
+    pub value: String,
+}
+
+/// A sysctl name from the Pod Security Standards' safe set: anything else would make the pod fail the
+/// very level restrictor enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SafeSysctl(String);
+
+impl SafeSysctl {
+    /// The safe sysctls of the latest Pod Security Standards (baseline "Sysctls").
+    pub const SAFE: [&'static str; 10] = [
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    ];
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SafeSysctl {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        if Self::SAFE.contains(&name.as_str()) {
+            Ok(Self(name))
+        } else {
+            Err(format!(
+                "{name:?} is not a safe sysctl; allowed: {}",
+                Self::SAFE.join(", ")
+            ))
+        }
+    }
+}
+
+impl From<SafeSysctl> for String {
+    fn from(name: SafeSysctl) -> Self {
+        name.0
+    }
+}
+
+/// What to do with each category of violation that cannot be fixed without changing the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Unfixable {
+    pub host_namespaces: Action,
+    pub host_path_volumes: Action,
+    pub volume_types: Action,
+    pub privileged: Action,
+    pub host_ports: Action,
+    pub sysctls: Action,
+    pub se_linux: Action,
+    pub proc_mount: Action,
+    pub host_process: Action,
+    pub app_armor: Action,
+    pub capabilities: Action,
+}
+
+impl Default for Unfixable {
+    fn default() -> Self {
+        Self {
+            host_namespaces: Action::Deny,
+            host_path_volumes: Action::Deny,
+            volume_types: Action::Deny,
+            privileged: Action::Deny,
+            host_ports: Action::Deny,
+            sysctls: Action::Deny,
+            se_linux: Action::Deny,
+            proc_mount: Action::Deny,
+            host_process: Action::Deny,
+            app_armor: Action::Deny,
+            capabilities: Action::Remove,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// Reject the object, naming the field.
+    Deny,
+    /// Remove the offending field and warn.
+    Remove,
+}
+
+/// One ordered rule: pods that `match` get `profile`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    /// A profile name, or `none` to leave matched pods alone.
+    pub profile: String,
+}
+
+/// Conditions that must all hold; an omitted condition holds for every pod.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Match {
+    /// Namespace globs (`*` and `?`); any may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Glob>,
+    /// Pod labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Object kinds (`Deployment`, `Pod`, ...); any may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Image globs; matches when any container's image matches any glob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Glob>,
+}
+
+/// What a rule is matched against: facts about one object and its pod template.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub labels: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Images of every container of the pod.
+    pub images: &'a [&'a str],
+}
+
+/// The profile a rule chose for a subject.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'p> {
+    pub rule: &'p str,
+    pub profile_name: &'p str,
+    pub profile: &'p Profile,
+}
+
+impl Match {
+    fn matches(&self, subject: &Subject<'_>) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|g| g.matches(subject.namespace)))
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == subject.kind))
+            && self.labels.iter().all(|(key, want)| {
+                subject
+                    .labels
+                    .and_then(|labels| labels.get(key))
+                    .and_then(serde_json::Value::as_str)
+                    == Some(want.as_str())
+            })
+            && (self.images.is_empty()
+                || subject
+                    .images
+                    .iter()
+                    .any(|image| self.images.iter().any(|g| g.matches(image))))
+    }
+}
+
+impl Policy {
+    /// The built-in policy. It is part of the binary and covered by tests, so it always parses.
+    pub fn builtin() -> Self {
+        match Self::from_yaml(BUILTIN_YAML) {
+            Ok(policy) => policy,
+            // Unreachable by construction (`builtin_policy_parses` tests it); failing loudly beats
+            // running with a policy nobody wrote.
+            Err(error) => panic!("the built-in policy is invalid: {error}"),
+        }
+    }
+
+    /// Parses and validates a policy; errors name the field and line.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile =
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
+                |error| {
+                    let path = error.path().to_string();
+                    let inner = error.into_inner();
+                    // serde_yaml_ng prefixes its message with the part of the path it tracked itself.
+                    let message = inner.to_string();
+                    let message = message
+                        .strip_prefix(&format!("{path}: "))
+                        .map_or(message.clone(), str::to_owned);
+                    PolicyError::Invalid(if path == "." {
+                        message
+                    } else {
+                        format!("{path}: {message}")
+                    })
+                },
+            )?;
+        Self::validate(file, text)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|error| match error {
+            PolicyError::Invalid(message) => {
+                PolicyError::Invalid(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    fn validate(file: PolicyFile, text: &str) -> Result<Self, PolicyError> {
+        let invalid = |field: String, needle: &str, message: String| {
+            let line = line_of(text, needle).map_or(String::new(), |l| format!(" at line {l}"));
+            PolicyError::Invalid(format!("{field}{line}: {message}"))
+        };
+        if file.profiles.contains_key(NO_PROFILE) {
+            return Err(invalid(
+                format!("profiles.{NO_PROFILE}"),
+                &format!("{NO_PROFILE}:"),
+                format!("the name {NO_PROFILE:?} is reserved for rules that leave pods alone"),
+            ));
+        }
+        for (name, profile) in &file.profiles {
+            let mut seen = Vec::new();
+            for (index, writable) in profile.writable_paths.iter().enumerate() {
+                let path = writable.path.as_str();
+                if seen.contains(&path) {
+                    return Err(invalid(
+                        format!("profiles.{name}.writablePaths[{index}].path"),
+                        path,
+                        format!("{path:?} is listed twice"),
+                    ));
+                }
+                seen.push(path);
+                if writable.when_env.as_deref() == Some("") {
+                    return Err(invalid(
+                        format!("profiles.{name}.writablePaths[{index}].whenEnv"),
+                        "whenEnv",
+                        "must name an environment variable".to_owned(),
+                    ));
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for (index, rule) in file.rules.iter().enumerate() {
+            if rule.name.is_empty() || names.contains(&rule.name.as_str()) {
+                return Err(invalid(
+                    format!("rules[{index}].name"),
+                    &format!("name: {}", rule.name),
+                    format!("rule names must be present and unique ({:?})", rule.name),
+                ));
+            }
+            names.push(&rule.name);
+            if rule.profile != NO_PROFILE && !file.profiles.contains_key(&rule.profile) {
+                let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    format!("rules[{index}].profile"),
+                    &format!("profile: {}", rule.profile),
+                    format!(
+                        "unknown profile {:?}; defined: {}, or {NO_PROFILE:?} to leave pods alone",
+                        rule.profile,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            profiles: file.profiles,
+            rules: file.rules,
+        })
+    }
+
+    /// The first rule matching `subject`, with its profile; `None` when no rule matches or the rule
+    /// says `profile: none`.
+    pub fn select(&self, subject: &Subject<'_>) -> Option<Selection<'_>> {
+        let rule = self.rules.iter().find(|rule| rule.matcher.matches(subject))?;
+        let (profile_name, profile) = self.profiles.get_key_value(&rule.profile)?;
+        Some(Selection {
+            rule: &rule.name,
+            profile_name,
+            profile,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// The policy as YAML, every default spelled out.
+    pub fn to_yaml(&self) -> Result<String, PolicyError> {
+        let file = PolicyFile {
+            profiles: self.profiles.clone(),
+            rules: self.rules.clone(),
+        };
+        serde_yaml_ng::to_string(&file).map_err(|error| PolicyError::Invalid(error.to_string()))
+    }
+}
+
+/// 1-based line of the first line containing `needle`, to point at semantic errors serde cannot place.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn subject<'a>(
+        namespace: &'a str,
+        kind: &'a str,
+        labels: Option<&'a serde_json::Map<String, serde_json::Value>>,
+        images: &'a [&'a str],
+    ) -> Subject<'a> {
+        Subject {
+            namespace,
+            kind,
+            labels,
+            images,
+        }
+    }
+
+    fn error_of(yaml: &str) -> String {
+        match Policy::from_yaml(yaml) {
+            Ok(policy) => panic!("expected an error, got {policy:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn builtin_policy_parses_and_has_both_profiles() {
+        let policy = Policy::from_yaml(BUILTIN_YAML).expect("built-in policy");
+        let restricted = policy.profile("restricted").expect("restricted");
+        assert_eq!(restricted, &Profile::default());
+        let agent = policy.profile("rancher-agent").expect("rancher-agent");
+        assert!(agent.read_only_root_filesystem && agent.strip_node_affinity);
+        assert_eq!(agent.writable_paths.len(), 5);
+        assert_eq!(agent.strip_tolerations.len(), 4);
+        assert_eq!(agent.run_as_user.get(), 1000);
+    }
+
+    #[test]
+    fn builtin_policy_round_trips_through_its_own_yaml() {
+        let policy = Policy::builtin();
+        let printed = policy.to_yaml().expect("yaml");
+        assert_eq!(Policy::from_yaml(&printed).expect("reparse"), policy);
+    }
+
+    #[test]
+    fn rancher_agent_is_selected_by_namespace_and_label_or_by_image() {
+        let policy = Policy::builtin();
+        let agent_labels = json!({"app": "cattle-cluster-agent"});
+        let agent_labels = agent_labels.as_object();
+        let no_images: [&str; 0] = [];
+        let agent_image = ["busybox:1", "rancher/rancher-agent:v2.14.4"];
+
+        let by_label = policy.select(&subject("cattle-system", "Deployment", agent_labels, &no_images));
+        assert_eq!(by_label.map(|s| s.profile_name), Some("rancher-agent"));
+
+        let by_image = policy.select(&subject("elsewhere", "Pod", None, &agent_image));
+        assert_eq!(by_image.map(|s| s.rule), Some("rancher-agent-image"));
+
+        let label_elsewhere = policy.select(&subject("default", "Pod", agent_labels, &no_images));
+        assert_eq!(label_elsewhere.map(|s| s.profile_name), Some("restricted"));
+    }
+
+    #[test]
+    fn profile_none_leaves_pods_alone() {
+        let policy = Policy::from_yaml(
+            "profiles: {restricted: {}}\nrules:\n- name: skip\n  match: {namespaces: ['team-*']}\n  profile: none\n- name: all\n  profile: restricted\n",
+        )
+        .expect("policy");
+        let no_images: [&str; 0] = [];
+        assert!(policy.select(&subject("team-a", "Pod", None, &no_images)).is_none());
+        assert!(policy.select(&subject("other", "Pod", None, &no_images)).is_some());
+    }
+
+    #[test]
+    fn a_pod_no_rule_matches_is_left_alone() {
+        let policy = Policy::from_yaml(
+            "profiles: {restricted: {}}\nrules:\n- name: only-kinds\n  match: {kinds: [Deployment]}\n  profile: restricted\n",
+        )
+        .expect("policy");
+        let no_images: [&str; 0] = [];
+        assert!(policy.select(&subject("a", "Pod", None, &no_images)).is_none());
+        assert!(policy.select(&subject("a", "Deployment", None, &no_images)).is_some());
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let message = error_of("profiles:\n  restricted:\n    runAsUsr: 5\nrules: []\n");
+        assert!(message.contains("runAsUsr"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn root_uid_is_rejected_naming_the_field() {
+        let message = error_of("profiles:\n  restricted:\n    runAsUser: 0\nrules: []\n");
+        assert!(message.contains("runAsUser"), "{message}");
+        assert!(message.contains("must not be 0"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn wrong_action_and_unsafe_sysctl_and_relative_path_are_rejected() {
+        let message = error_of("profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n");
+        assert!(message.contains("privileged") && message.contains("allow"), "{message}");
+
+        let message =
+            error_of("profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n");
+        assert!(message.contains("kernel.msgmax"), "{message}");
+
+        let message = error_of("profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n");
+        assert!(message.contains("absolute"), "{message}");
+    }
+
+    #[test]
+    fn rule_with_unknown_profile_names_rule_index_and_line() {
+        let message = error_of(
+            "profiles:\n  restricted: {}\nrules:\n- name: a\n  profile: restricted\n- name: b\n  profile: restircted\n",
+        );
+        assert!(message.contains("rules[1].profile"), "{message}");
+        assert!(message.contains("line 7"), "{message}");
+        assert!(message.contains("restircted"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_rule_names_and_reserved_profile_name_are_rejected() {
+        let message = error_of(
+            "profiles: {p: {}}\nrules:\n- {name: a, profile: p}\n- {name: a, profile: p}\n",
+        );
+        assert!(message.contains("rules[1].name"), "{message}");
+        let message = error_of("profiles: {none: {}}\nrules: []\n");
+        assert!(message.contains("profiles.none"), "{message}");
+    }
+
+    #[test]
+    fn missing_rules_is_an_error() {
+        let message = error_of("profiles: {p: {}}\n");
+        assert!(message.contains("rules"), "{message}");
+    }
+
+    #[test]
+    fn writable_paths_are_normalised() {
+        let policy = Policy::from_yaml(
+            "profiles:\n  p:\n    writablePaths: [{path: /var/cache/}]\nrules: [{name: a, profile: p}]\n",
+        )
+        .expect("policy");
+        let profile = policy.profile("p").expect("p");
+        assert_eq!(profile.writable_paths[0].path.as_str(), "/var/cache");
+    }
+}
