@@ -3,5 +3,6 @@
 
 pub mod admission;
 pub mod certs;
+pub mod patch;
 pub mod policy;
 pub mod workload;
