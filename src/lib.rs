@@ -3,6 +3,9 @@
 
 pub mod admission;
 pub mod certs;
+pub mod engine;
+pub mod manifest;
 pub mod patch;
 pub mod policy;
+pub mod pss;
 pub mod workload;

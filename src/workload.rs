@@ -105,7 +105,12 @@ impl<'a> PodTemplate<'a> {
 
     /// Finds the pod template of an object whose kind the caller already knows (from an AdmissionReview).
     pub fn locate_as(object: &'a Value, kind: WorkloadKind) -> Option<Self> {
-        let holder = object.pointer(kind.template_pointer())?;
+        Self::from_holder(object.pointer(kind.template_pointer())?, kind)
+    }
+
+    /// The template from the object that holds its `metadata` and `spec` (the object itself for a
+    /// Pod, `spec.template` for a Deployment).
+    pub fn from_holder(holder: &'a Value, kind: WorkloadKind) -> Option<Self> {
         let spec = holder.get("spec").filter(|spec| spec.is_object())?;
         Some(Self {
             kind,

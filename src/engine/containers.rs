@@ -1,0 +1,164 @@
+//! Each container's `securityContext`: no privilege escalation, all capabilities dropped, no root,
+//! a compliant seccomp profile, and a read-only root filesystem where the profile asks for one.
+
+use serde_json::{Value, json};
+
+use super::pod::{is_compliant_seccomp, was};
+use super::{ContainerAt, Mutation};
+use crate::policy::Action;
+
+/// The one capability the restricted level lets a container add.
+const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
+
+pub(super) fn apply(m: &mut Mutation<'_>) {
+    let windows = m.is_windows();
+    for container in m.containers() {
+        let sc = format!("{}/securityContext", container.pointer());
+        if !windows {
+            allow_privilege_escalation(m, &container, &sc);
+            capabilities(m, &container, &sc);
+        }
+        run_as_non_root(m, &container, &sc);
+        if !windows {
+            run_as_user(m, &container, &sc);
+            seccomp(m, &container, &sc);
+            read_only_root_filesystem(m, &container, &sc);
+        }
+    }
+}
+
+fn allow_privilege_escalation(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    let pointer = format!("{sc}/allowPrivilegeEscalation");
+    let current = m.editor.get(&pointer).cloned();
+    if current != Some(Value::Bool(false)) {
+        m.editor.set(&pointer, json!(false));
+        m.change(
+            container.scope(),
+            was("allowPrivilegeEscalation=false", current.as_ref()),
+        );
+    }
+}
+
+fn capabilities(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    let drop_pointer = format!("{sc}/capabilities/drop");
+    match m.editor.get(&drop_pointer) {
+        Some(Value::Array(drop)) => {
+            let exact = drop.iter().any(|c| c.as_str() == Some("ALL"));
+            let any_case = drop
+                .iter()
+                .position(|c| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case("all")));
+            match (exact, any_case) {
+                (true, _) => {}
+                (false, Some(index)) => {
+                    // The runtime matches "ALL" exactly; "all" drops nothing on some runtimes and the
+                    // standard's check wants the canonical spelling.
+                    m.editor.set(&format!("{drop_pointer}/{index}"), json!("ALL"));
+                    m.change(container.scope(), "capabilities.drop: all -> ALL");
+                }
+                (false, None) => {
+                    m.editor.push(&drop_pointer, json!("ALL"));
+                    m.change(container.scope(), "capabilities.drop += ALL");
+                }
+            }
+        }
+        _ => {
+            m.editor.set(&drop_pointer, json!(["ALL"]));
+            m.change(container.scope(), "capabilities.drop=[ALL]");
+        }
+    }
+
+    let add_pointer = format!("{sc}/capabilities/add");
+    let Some(Value::Array(add)) = m.editor.get(&add_pointer) else {
+        return;
+    };
+    let (kept, removed): (Vec<&Value>, Vec<&Value>) =
+        add.iter().partition(|c| c.as_str() == Some(ALLOWED_ADD));
+    if removed.is_empty() {
+        return;
+    }
+    let removed: Vec<String> = removed
+        .iter()
+        .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+        .collect();
+    let kept: Vec<Value> = kept.into_iter().cloned().collect();
+    match m.profile.unfixable.capabilities {
+        Action::Remove => {
+            if kept.is_empty() {
+                m.editor.remove(&add_pointer);
+            } else {
+                m.editor.set(&add_pointer, Value::Array(kept));
+            }
+            m.change(
+                container.scope(),
+                format!("removed capabilities.add {}", removed.join(", ")),
+            );
+        }
+        Action::Deny => {
+            let field = format!("{}.securityContext.capabilities.add", container.field(m.spec_path));
+            m.deny(
+                field,
+                container.scope(),
+                "Capabilities",
+                format!("adds {} (only {ALLOWED_ADD} is allowed)", removed.join(", ")),
+            );
+        }
+    }
+}
+
+fn run_as_non_root(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    let pointer = format!("{sc}/runAsNonRoot");
+    // Absent is fine: the pod-level value applies. Only an explicit non-true value overrides it.
+    match m.editor.get(&pointer) {
+        None | Some(Value::Bool(true)) => {}
+        Some(current) => {
+            let current = current.clone();
+            m.editor.set(&pointer, json!(true));
+            m.change(container.scope(), was("runAsNonRoot=true", Some(&current)));
+        }
+    }
+}
+
+fn run_as_user(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    let pointer = format!("{sc}/runAsUser");
+    match m.editor.get(&pointer) {
+        None => {}
+        Some(current) if current.as_i64().is_some_and(|id| id > 0) => {}
+        Some(current) => {
+            let current = current.clone();
+            let id = m.profile.run_as_user.get();
+            m.editor.set(&pointer, json!(id));
+            m.change(container.scope(), was(&format!("runAsUser={id}"), Some(&current)));
+        }
+    }
+}
+
+fn seccomp(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    let pointer = format!("{sc}/seccompProfile");
+    match m.editor.get(&pointer) {
+        None => {}
+        Some(profile) if is_compliant_seccomp(profile) => {}
+        Some(profile) => {
+            let previous = profile.get("type").cloned().unwrap_or_else(|| profile.clone());
+            m.editor.set(&pointer, json!({"type": "RuntimeDefault"}));
+            m.change(
+                container.scope(),
+                was("seccompProfile=RuntimeDefault", Some(&previous)),
+            );
+        }
+    }
+}
+
+fn read_only_root_filesystem(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+    if !m.profile.read_only_root_filesystem {
+        return;
+    }
+    let pointer = format!("{sc}/readOnlyRootFilesystem");
+    let current = m.editor.get(&pointer).cloned();
+    if current != Some(Value::Bool(true)) {
+        m.editor.set(&pointer, json!(true));
+        m.change(
+            container.scope(),
+            was("readOnlyRootFilesystem=true", current.as_ref()),
+        );
+    }
+}

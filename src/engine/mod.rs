@@ -1,0 +1,386 @@
+//! The rules that change a pod spec so it passes Pod Security "restricted", as pure functions.
+//!
+//! [`mutate`] clones only the pod template (never the whole object), lets each rule edit that working
+//! copy through a [`patch::Editor`] — which records the JSON Patch against the original — and finally
+//! runs the built-in checker on the result: a matched object that would still fail `restricted` is
+//! denied, never admitted.
+
+mod containers;
+mod pod;
+mod scheduling;
+mod unfixable;
+mod writable;
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::patch::{Editor, Op};
+use crate::policy::{Policy, Profile, Subject};
+use crate::pss;
+use crate::workload::{PodTemplate, WorkloadKind};
+
+/// The admission operation the object arrives with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+/// What the engine needs to know about the request besides the object.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub operation: Operation,
+    /// `ephemeralcontainers` for `kubectl debug`; other subresources are not mutated.
+    pub sub_resource: Option<&'a str>,
+}
+
+impl Context<'_> {
+    pub const CREATE: Context<'static> = Context {
+        operation: Operation::Create,
+        sub_resource: None,
+    };
+}
+
+/// One change the engine made, in one short line: `container "app": allowPrivilegeEscalation=false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub scope: Scope,
+    pub what: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.scope, self.what)
+    }
+}
+
+/// Where a change or finding applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Pod,
+    Container { list: &'static str, name: String },
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Pod => f.write_str("pod"),
+            Scope::Container { list, name } => {
+                let kind = match *list {
+                    "initContainers" => "init container",
+                    "ephemeralContainers" => "ephemeral container",
+                    _ => "container",
+                };
+                write!(f, "{kind} {name:?}")
+            }
+        }
+    }
+}
+
+/// A reason the object cannot be admitted: the field, the Pod Security check it fails, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Full dotted path in the object: `spec.template.spec.volumes[1].hostPath`.
+    pub field: String,
+    pub scope: Scope,
+    /// The check's name as the Pod Security Standards name it.
+    pub check: &'static str,
+    pub reason: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Scope::Pod => write!(f, "{}: {} ({})", self.field, self.reason, self.check),
+            scope => write!(f, "{scope}: {}: {} ({})", self.field, self.reason, self.check),
+        }
+    }
+}
+
+impl Finding {
+    fn from_violation(violation: pss::Violation) -> Self {
+        let scope = match violation.container {
+            Some(name) => Scope::Container {
+                list: crate::workload::CONTAINER_LISTS
+                    .into_iter()
+                    .find(|list| violation.field.contains(&format!(".{list}[")))
+                    .unwrap_or("containers"),
+                name,
+            },
+            None => Scope::Pod,
+        };
+        Self {
+            field: violation.field,
+            scope,
+            check: violation.check,
+            reason: violation.detail,
+        }
+    }
+}
+
+/// Why an object is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub findings: Vec<Finding>,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "cannot be made to pass Pod Security \"restricted\" without changing what the workload is, \
+             and the host namespace would reject its pods: ",
+        )?;
+        for (index, finding) in self.findings.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{finding}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The engine's answer for one object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// RFC 6902 operations against the original object; empty when nothing changes.
+    pub patch: Vec<Op>,
+    pub changes: Vec<Change>,
+    /// Notes for the admin that are not changes (e.g. what could not be patched on an immutable field).
+    pub warnings: Vec<String>,
+    pub denial: Option<Denial>,
+}
+
+impl Outcome {
+    pub fn is_denied(&self) -> bool {
+        self.denial.is_some()
+    }
+}
+
+/// Where the rules are: the working copy and what they found so far.
+pub(crate) struct Mutation<'p> {
+    pub editor: Editor,
+    pub profile: &'p Profile,
+    /// Dotted path of the pod spec in the object, for messages (`spec.template.spec`).
+    pub spec_path: &'static str,
+    pub changes: Vec<Change>,
+    pub findings: Vec<Finding>,
+}
+
+impl Mutation<'_> {
+    pub fn spec(&self) -> &Value {
+        self.editor.doc().get("spec").unwrap_or(&Value::Null)
+    }
+
+    pub fn change(&mut self, scope: Scope, what: impl Into<String>) {
+        self.changes.push(Change {
+            scope,
+            what: what.into(),
+        });
+    }
+
+    pub fn deny(&mut self, field: String, scope: Scope, check: &'static str, reason: String) {
+        self.findings.push(Finding {
+            field,
+            scope,
+            check,
+            reason,
+        });
+    }
+
+    /// `(list, index, name)` of every container, read from the working copy.
+    pub fn containers(&self) -> Vec<ContainerAt> {
+        let spec = self.spec();
+        crate::workload::CONTAINER_LISTS
+            .into_iter()
+            .flat_map(|list| {
+                spec.get(list)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(move |(index, container)| ContainerAt {
+                        list,
+                        index,
+                        name: container
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether the pod declares itself a Windows pod; Linux-only fields are then left alone, as the
+    /// Pod Security Standards exempt such pods from them.
+    pub fn is_windows(&self) -> bool {
+        self.spec().pointer("/os/name").and_then(Value::as_str) == Some("windows")
+    }
+}
+
+/// One container's position in the working copy.
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerAt {
+    pub list: &'static str,
+    pub index: usize,
+    pub name: String,
+}
+
+impl ContainerAt {
+    /// Pointer relative to the template holder: `/spec/containers/0`.
+    pub fn pointer(&self) -> String {
+        format!("/spec/{}/{}", self.list, self.index)
+    }
+
+    /// Dotted path for messages: `spec.template.spec.containers[0]`.
+    pub fn field(&self, spec_path: &str) -> String {
+        format!("{spec_path}.{}[{}]", self.list, self.index)
+    }
+
+    pub fn scope(&self) -> Scope {
+        Scope::Container {
+            list: self.list,
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Changes `object` (of `kind`, located by the caller from the admission request or the file) so
+/// its pod passes Pod Security "restricted" under `profile`, or explains why it cannot.
+///
+/// Objects that carry no pod template come back with an empty outcome.
+pub fn mutate(object: &Value, kind: WorkloadKind, context: Context<'_>, profile: &Profile) -> Outcome {
+    let holder_pointer = kind.template_pointer();
+    let Some(holder) = object.pointer(holder_pointer) else {
+        return Outcome::default();
+    };
+    if PodTemplate::from_holder(holder, kind).is_none() {
+        return Outcome::default();
+    }
+    let mut mutation = Mutation {
+        editor: Editor::new(holder_pointer, holder.clone()),
+        profile,
+        spec_path: kind.spec_path(),
+        changes: Vec::new(),
+        findings: Vec::new(),
+    };
+
+    // Order matters: what cannot be fixed is decided (and, where the policy says so, removed) first,
+    // so the fixes below see the pod as it will be admitted.
+    unfixable::apply(&mut mutation);
+    scheduling::apply(&mut mutation);
+    pod::apply(&mut mutation);
+    writable::apply(&mut mutation);
+    containers::apply(&mut mutation);
+
+    let Mutation {
+        editor,
+        changes,
+        mut findings,
+        ..
+    } = mutation;
+    let (patched, patch) = editor.into_parts();
+
+    if findings.is_empty() {
+        // The post-condition: never admit what the host would still reject.
+        if let Some(pod) = PodTemplate::from_holder(&patched, kind) {
+            findings.extend(
+                pss::check(&pod, pss::Level::Restricted)
+                    .into_iter()
+                    .map(Finding::from_violation),
+            );
+        }
+    }
+
+    let outcome = Outcome {
+        patch,
+        changes,
+        warnings: Vec::new(),
+        denial: (!findings.is_empty()).then_some(Denial { findings }),
+    };
+    restrict_to_mutable_fields(outcome, kind, context)
+}
+
+/// The profile chosen for an object and what it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation<'p> {
+    pub rule: &'p str,
+    pub profile: &'p str,
+    pub outcome: Outcome,
+}
+
+/// Selects the profile for `object` under `policy` and applies it; `None` when the object carries no
+/// pod or no rule gives it a profile (it is then left alone).
+pub fn evaluate<'p>(
+    policy: &'p Policy,
+    object: &Value,
+    kind: WorkloadKind,
+    namespace: &str,
+    context: Context<'_>,
+) -> Option<Evaluation<'p>> {
+    let template = PodTemplate::locate_as(object, kind)?;
+    let images: Vec<&str> = template.containers().map(|c| c.image()).collect();
+    let selection = policy.select(&Subject {
+        namespace,
+        kind: kind.as_str(),
+        labels: template.labels(),
+        images: &images,
+    })?;
+    Some(Evaluation {
+        rule: selection.rule,
+        profile: selection.profile_name,
+        outcome: mutate(object, kind, context, selection.profile),
+    })
+}
+
+/// On UPDATE the API server forbids changing a Pod's spec (apart from ephemeral containers, through
+/// their subresource) and a Job's template: the patch would be rejected whatever the failurePolicy.
+/// What the engine would have changed becomes warnings; denials of the immutable part too, since the
+/// object already exists and rejecting a label change fixes nothing.
+fn restrict_to_mutable_fields(mut outcome: Outcome, kind: WorkloadKind, context: Context<'_>) -> Outcome {
+    if context.operation != Operation::Update {
+        return outcome;
+    }
+    let mutable_prefix = match (kind, context.sub_resource) {
+        (WorkloadKind::Pod, Some("ephemeralcontainers")) => Some("/spec/ephemeralContainers/"),
+        (WorkloadKind::Pod | WorkloadKind::Job, _) => None,
+        _ => return outcome,
+    };
+    let is_mutable = |path: &str| mutable_prefix.is_some_and(|prefix| path.starts_with(prefix));
+    let (kept, dropped): (Vec<Op>, Vec<Op>) =
+        outcome.patch.into_iter().partition(|op| is_mutable(op.path()));
+    outcome.patch = kept;
+    let what = match kind {
+        WorkloadKind::Job => "a Job's pod template is immutable",
+        _ => "a Pod's spec is immutable",
+    };
+    if !dropped.is_empty() {
+        let (ephemeral, rest): (Vec<Change>, Vec<Change>) = outcome.changes.into_iter().partition(
+            |change| matches!(&change.scope, Scope::Container { list: "ephemeralContainers", .. }),
+        );
+        outcome.changes = if mutable_prefix.is_some() { ephemeral } else { Vec::new() };
+        outcome.warnings.extend(
+            rest.iter()
+                .map(|change| format!("not changed ({what}): {change}")),
+        );
+    }
+    if let Some(denial) = outcome.denial.take() {
+        let (blocking, other): (Vec<Finding>, Vec<Finding>) = denial.findings.into_iter().partition(
+            |finding| mutable_prefix.is_some() && finding.field.contains(".ephemeralContainers["),
+        );
+        outcome.warnings.extend(
+            other
+                .iter()
+                .map(|finding| format!("existing object fails Pod Security \"restricted\": {finding}")),
+        );
+        if !blocking.is_empty() {
+            outcome.denial = Some(Denial { findings: blocking });
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! The pod-level `securityContext`: non-root identity, seccomp, and the profile's sysctls.
+
+use serde_json::{Value, json};
+
+use super::{Mutation, Scope};
+
+const SC: &str = "/spec/securityContext";
+
+pub(super) fn apply(m: &mut Mutation<'_>) {
+    run_as_non_root(m);
+    if m.is_windows() {
+        // uids, gids, seccomp and sysctls are Linux concepts; the standard exempts Windows pods.
+        return;
+    }
+    identities(m);
+    seccomp(m);
+    sysctls(m);
+}
+
+fn run_as_non_root(m: &mut Mutation<'_>) {
+    let current = m.editor.get(&format!("{SC}/runAsNonRoot")).cloned();
+    if current == Some(Value::Bool(true)) {
+        return;
+    }
+    m.editor.set(&format!("{SC}/runAsNonRoot"), json!(true));
+    m.change(Scope::Pod, was("runAsNonRoot=true", current.as_ref()));
+}
+
+/// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
+/// The user and group are left unset when every container sets its own, so an image's own numeric
+/// USER keeps working wherever the pod spec already decided.
+fn identities(m: &mut Mutation<'_>) {
+    let profile = m.profile;
+    for (field, id, containers_may_decide) in [
+        ("runAsUser", profile.run_as_user.get(), true),
+        ("runAsGroup", profile.run_as_group.get(), true),
+        ("fsGroup", profile.fs_group.get(), false),
+    ] {
+        let pointer = format!("{SC}/{field}");
+        let current = m.editor.get(&pointer).cloned();
+        let needs = match current.as_ref().and_then(Value::as_i64) {
+            Some(0) => true,
+            Some(_) => false,
+            None if current.as_ref().is_some_and(|v| !v.is_null()) => true,
+            None => !(containers_may_decide && every_container_sets(m, field)),
+        };
+        if needs {
+            m.editor.set(&pointer, json!(id));
+            m.change(Scope::Pod, was(&format!("{field}={id}"), current.as_ref()));
+        }
+    }
+}
+
+fn every_container_sets(m: &Mutation<'_>, field: &str) -> bool {
+    let spec = m.spec();
+    crate::workload::CONTAINER_LISTS.iter().all(|list| {
+        spec.get(*list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|container| {
+                container
+                    .pointer(&format!("/securityContext/{field}"))
+                    .and_then(Value::as_i64)
+                    .is_some_and(|id| id > 0)
+            })
+    })
+}
+
+/// Whether a seccomp profile object is one the restricted level accepts.
+pub(super) fn is_compliant_seccomp(profile: &Value) -> bool {
+    matches!(
+        profile.get("type").and_then(Value::as_str),
+        Some("RuntimeDefault" | "Localhost")
+    )
+}
+
+fn seccomp(m: &mut Mutation<'_>) {
+    let pointer = format!("{SC}/seccompProfile");
+    let current = m.editor.get(&pointer).cloned();
+    match &current {
+        Some(profile) if is_compliant_seccomp(profile) => return,
+        // An absent pod-level profile is fine when every container sets a compliant one.
+        None if every_container_has_seccomp(m) => return,
+        _ => {}
+    }
+    m.editor.set(&pointer, json!({"type": "RuntimeDefault"}));
+    let previous = current
+        .as_ref()
+        .and_then(|p| p.get("type"))
+        .cloned()
+        .or(current.clone());
+    m.change(
+        Scope::Pod,
+        was("seccompProfile=RuntimeDefault", previous.as_ref()),
+    );
+}
+
+fn every_container_has_seccomp(m: &Mutation<'_>) -> bool {
+    let spec = m.spec();
+    let mut any = false;
+    let all = crate::workload::CONTAINER_LISTS.iter().all(|list| {
+        spec.get(*list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|container| {
+                any = true;
+                container
+                    .pointer("/securityContext/seccompProfile")
+                    .is_some_and(is_compliant_seccomp)
+            })
+    });
+    any && all
+}
+
+fn sysctls(m: &mut Mutation<'_>) {
+    if m.profile.sysctls.is_empty() {
+        return;
+    }
+    // The unprivileged-port sysctl is namespaced to the pod's network namespace; with the host's
+    // network it is neither needed nor allowed.
+    if m.spec().get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let pointer = format!("{SC}/sysctls");
+    for wanted in &m.profile.sysctls {
+        let name = wanted.name.as_str();
+        let existing = m
+            .editor
+            .get(&pointer)
+            .and_then(Value::as_array)
+            .and_then(|list| {
+                list.iter()
+                    .position(|s| s.get("name").and_then(Value::as_str) == Some(name))
+                    .map(|i| (i, list[i].get("value").cloned()))
+            });
+        match existing {
+            Some((_, Some(Value::String(value)))) if value == wanted.value => {}
+            Some((index, previous)) => {
+                m.editor
+                    .set(&format!("{pointer}/{index}/value"), json!(wanted.value));
+                m.change(
+                    Scope::Pod,
+                    was(&format!("sysctl {name}={}", wanted.value), previous.as_ref()),
+                );
+            }
+            None => {
+                m.editor
+                    .push(&pointer, json!({"name": name, "value": wanted.value}));
+                m.change(Scope::Pod, format!("sysctl {name}={}", wanted.value));
+            }
+        }
+    }
+}
+
+/// `field=value` or `field=value (was old)` for a change line.
+pub(super) fn was(what: &str, previous: Option<&Value>) -> String {
+    match previous {
+        None | Some(Value::Null) => what.to_owned(),
+        Some(Value::String(s)) => format!("{what} (was {s})"),
+        Some(other) => format!("{what} (was {other})"),
+    }
+}

@@ -1,0 +1,335 @@
+//! What no security context can fix: host namespaces, host paths and other volume types, privileged
+//! containers, host ports, unsafe sysctls, custom SELinux, unmasked /proc, Windows host processes
+//! and unconfined AppArmor. Each is denied, or removed with a change line where the policy says so.
+
+use serde_json::Value;
+
+use super::{ContainerAt, Mutation, Scope};
+use crate::patch::escape;
+use crate::policy::{Action, SafeSysctl};
+
+/// Volume types the restricted level allows.
+const ALLOWED_VOLUME_TYPES: [&str; 8] = [
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+const ALLOWED_SELINUX_TYPES: [&str; 5] = [
+    "",
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// One finding about to be denied or removed.
+struct Offence<'a> {
+    action: Action,
+    /// Pointer relative to the template holder of what `remove` deletes.
+    pointer: String,
+    field: String,
+    scope: Scope,
+    check: &'static str,
+    reason: String,
+    /// The change line when removed.
+    removed: &'a str,
+}
+
+fn handle(m: &mut Mutation<'_>, offence: Offence<'_>) {
+    match offence.action {
+        Action::Deny => m.deny(offence.field, offence.scope, offence.check, offence.reason),
+        Action::Remove => {
+            if m.editor.remove(&offence.pointer) {
+                m.change(offence.scope, format!("removed {} ({})", offence.removed, offence.reason));
+            }
+        }
+    }
+}
+
+pub(super) fn apply(m: &mut Mutation<'_>) {
+    host_namespaces(m);
+    volumes(m);
+    unsafe_sysctls(m);
+    pod_options(m);
+    apparmor_annotations(m);
+    for container in m.containers() {
+        container_options(m, &container);
+    }
+}
+
+fn host_namespaces(m: &mut Mutation<'_>) {
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if m.spec().get(field).and_then(Value::as_bool) == Some(true) {
+            let offence = Offence {
+                action: m.profile.unfixable.host_namespaces,
+                pointer: format!("/spec/{field}"),
+                field: format!("{}.{field}", m.spec_path),
+                scope: Scope::Pod,
+                check: "Host Namespaces",
+                reason: format!("{field}=true shares the host's namespace"),
+                removed: field,
+            };
+            handle(m, offence);
+        }
+    }
+}
+
+/// The type of a volume: its one member other than `name`.
+fn volume_type(volume: &Value) -> Option<&str> {
+    volume
+        .as_object()?
+        .keys()
+        .map(String::as_str)
+        .find(|key| *key != "name")
+}
+
+fn volumes(m: &mut Mutation<'_>) {
+    let offending: Vec<(usize, String, String)> = m
+        .spec()
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, volume)| {
+            let kind = volume_type(volume)?;
+            (!ALLOWED_VOLUME_TYPES.contains(&kind)).then(|| {
+                let name = volume.get("name").and_then(Value::as_str).unwrap_or_default();
+                (index, name.to_owned(), kind.to_owned())
+            })
+        })
+        .collect();
+    // Highest index first, so removing one does not shift the next.
+    for (index, name, kind) in offending.into_iter().rev() {
+        let (action, check) = if kind == "hostPath" {
+            (m.profile.unfixable.host_path_volumes, "HostPath Volumes")
+        } else {
+            (m.profile.unfixable.volume_types, "Volume Types")
+        };
+        let reason = format!("volume {name:?} is of type {kind}");
+        match action {
+            Action::Deny => m.deny(
+                format!("{}.volumes[{index}].{kind}", m.spec_path),
+                Scope::Pod,
+                check,
+                reason,
+            ),
+            Action::Remove => {
+                remove_mounts_of(m, &name);
+                m.editor.remove(&format!("/spec/volumes/{index}"));
+                m.change(Scope::Pod, format!("removed volume {name:?} ({kind}) and its mounts"));
+            }
+        }
+    }
+}
+
+fn remove_mounts_of(m: &mut Mutation<'_>, volume: &str) {
+    for container in m.containers() {
+        for list in ["volumeMounts", "volumeDevices"] {
+            let pointer = format!("{}/{list}", container.pointer());
+            let indices: Vec<usize> = m
+                .editor
+                .get(&pointer)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter(|(_, mount)| mount.get("name").and_then(Value::as_str) == Some(volume))
+                .map(|(index, _)| index)
+                .collect();
+            for index in indices.into_iter().rev() {
+                m.editor.remove(&format!("{pointer}/{index}"));
+            }
+        }
+    }
+}
+
+fn unsafe_sysctls(m: &mut Mutation<'_>) {
+    let offending: Vec<(usize, String)> = m
+        .spec()
+        .pointer("/securityContext/sysctls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, sysctl)| {
+            let name = sysctl.get("name").and_then(Value::as_str).unwrap_or_default();
+            (!SafeSysctl::SAFE.contains(&name)).then(|| (index, name.to_owned()))
+        })
+        .collect();
+    for (index, name) in offending.into_iter().rev() {
+        let offence = Offence {
+            action: m.profile.unfixable.sysctls,
+            pointer: format!("/spec/securityContext/sysctls/{index}"),
+            field: format!("{}.securityContext.sysctls[{index}]", m.spec_path),
+            scope: Scope::Pod,
+            check: "Sysctls",
+            reason: format!("sysctl {name:?} is not in the safe set"),
+            removed: "sysctl",
+        };
+        handle(m, offence);
+    }
+}
+
+/// seLinuxOptions, windowsOptions.hostProcess and appArmorProfile, shared by pod and containers:
+/// `base` is the pointer of the securityContext, `field` its dotted path.
+fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope: &Scope) {
+    let unfixable = m.profile.unfixable;
+    let sc = m.editor.get(base).cloned().unwrap_or(Value::Null);
+
+    if let Some(options) = sc.get("seLinuxOptions") {
+        let selinux_type = options.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !ALLOWED_SELINUX_TYPES.contains(&selinux_type) {
+            handle(m, Offence {
+                action: unfixable.se_linux,
+                pointer: format!("{base}/seLinuxOptions/type"),
+                field: format!("{field}.seLinuxOptions.type"),
+                scope: scope.clone(),
+                check: "SELinux",
+                reason: format!("SELinux type {selinux_type:?} is not allowed"),
+                removed: "seLinuxOptions.type",
+            });
+        }
+        for key in ["user", "role"] {
+            if options.get(key).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
+                handle(m, Offence {
+                    action: unfixable.se_linux,
+                    pointer: format!("{base}/seLinuxOptions/{key}"),
+                    field: format!("{field}.seLinuxOptions.{key}"),
+                    scope: scope.clone(),
+                    check: "SELinux",
+                    reason: format!("a custom SELinux {key} is not allowed"),
+                    removed: key,
+                });
+            }
+        }
+    }
+    if sc.pointer("/windowsOptions/hostProcess").and_then(Value::as_bool) == Some(true) {
+        handle(m, Offence {
+            action: unfixable.host_process,
+            pointer: format!("{base}/windowsOptions/hostProcess"),
+            field: format!("{field}.windowsOptions.hostProcess"),
+            scope: scope.clone(),
+            check: "HostProcess",
+            reason: "Windows host processes run with the host's privileges".to_owned(),
+            removed: "windowsOptions.hostProcess",
+        });
+    }
+    if let Some(kind) = sc.pointer("/appArmorProfile/type").and_then(Value::as_str)
+        && !matches!(kind, "RuntimeDefault" | "Localhost")
+    {
+        handle(m, Offence {
+            action: unfixable.app_armor,
+            pointer: format!("{base}/appArmorProfile"),
+            field: format!("{field}.appArmorProfile.type"),
+            scope: scope.clone(),
+            check: "AppArmor",
+            reason: format!("AppArmor profile {kind:?} is not allowed"),
+            removed: "appArmorProfile",
+        });
+    }
+}
+
+fn pod_options(m: &mut Mutation<'_>) {
+    let field = format!("{}.securityContext", m.spec_path);
+    security_context_options(m, "/spec/securityContext", &field, &Scope::Pod);
+}
+
+fn apparmor_annotations(m: &mut Mutation<'_>) {
+    let offending: Vec<(String, String)> = m
+        .editor
+        .get("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with(APPARMOR_ANNOTATION_PREFIX))
+        .filter_map(|(key, value)| {
+            let value = value.as_str().unwrap_or_default();
+            (value != "runtime/default" && !value.starts_with("localhost/"))
+                .then(|| (key.clone(), value.to_owned()))
+        })
+        .collect();
+    let metadata_path = match m.spec_path.strip_suffix("spec") {
+        Some(prefix) => format!("{prefix}metadata"),
+        None => "metadata".to_owned(),
+    };
+    for (key, value) in offending {
+        handle(m, Offence {
+            action: m.profile.unfixable.app_armor,
+            pointer: format!("/metadata/annotations/{}", escape(&key)),
+            field: format!("{metadata_path}.annotations[{key}]"),
+            scope: Scope::Pod,
+            check: "AppArmor",
+            reason: format!("AppArmor profile {value:?} is not allowed"),
+            removed: "AppArmor annotation",
+        });
+    }
+}
+
+fn container_options(m: &mut Mutation<'_>, container: &ContainerAt) {
+    let unfixable = m.profile.unfixable;
+    let base = format!("{}/securityContext", container.pointer());
+    let field = format!("{}.securityContext", container.field(m.spec_path));
+    let scope = container.scope();
+    let sc = m.editor.get(&base).cloned().unwrap_or(Value::Null);
+
+    if sc.get("privileged").and_then(Value::as_bool) == Some(true) {
+        handle(m, Offence {
+            action: unfixable.privileged,
+            pointer: format!("{base}/privileged"),
+            field: format!("{field}.privileged"),
+            scope: scope.clone(),
+            check: "Privileged Containers",
+            reason: "privileged=true gives the container the host's devices".to_owned(),
+            removed: "privileged",
+        });
+    }
+    if let Some(mount) = sc.get("procMount").and_then(Value::as_str)
+        && mount != "Default"
+    {
+        handle(m, Offence {
+            action: unfixable.proc_mount,
+            pointer: format!("{base}/procMount"),
+            field: format!("{field}.procMount"),
+            scope: scope.clone(),
+            check: "/proc Mount Type",
+            reason: format!("procMount {mount:?} unmasks /proc"),
+            removed: "procMount",
+        });
+    }
+    security_context_options(m, &base, &field, &scope);
+
+    let ports_pointer = format!("{}/ports", container.pointer());
+    let host_ports: Vec<(usize, i64)> = m
+        .editor
+        .get(&ports_pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, port)| {
+            let host_port = port.get("hostPort")?;
+            let number = host_port.as_i64().unwrap_or(-1);
+            (number != 0).then_some((index, number))
+        })
+        .collect();
+    for (index, host_port) in host_ports {
+        handle(m, Offence {
+            action: unfixable.host_ports,
+            pointer: format!("{ports_pointer}/{index}/hostPort"),
+            field: format!("{}.ports[{index}].hostPort", container.field(m.spec_path)),
+            scope: scope.clone(),
+            check: "HostPorts",
+            reason: format!("hostPort {host_port} binds a port of the host"),
+            removed: "hostPort",
+        });
+    }
+}
