@@ -110,7 +110,13 @@ pub fn check(pod: &PodTemplate<'_>, level: Level) -> Vec<Violation> {
     let mut checker = Checker {
         pod,
         restricted: level == Level::Restricted,
-        windows: pod.spec.pointer("/os/name").and_then(Value::as_str) == Some("windows"),
+        // `Value::pointer` would allocate per token; plain `get`s do not.
+        windows: pod
+            .spec
+            .get("os")
+            .and_then(|os| os.get("name"))
+            .and_then(Value::as_str)
+            == Some("windows"),
         user_namespace: pod.spec.get("hostUsers") == Some(&Value::Bool(false)),
         out: Vec::new(),
     };
@@ -773,7 +779,15 @@ impl Checker<'_, '_> {
                         level,
                         c,
                         format_args!("securityContext.capabilities.add[{index}]"),
-                        format_args!("capability {} must not be added", Shown(Some(capability))),
+                        format_args!(
+                            "capability {} must not be added{}",
+                            Shown(Some(capability)),
+                            if level == Level::Restricted {
+                                " (restricted allows only NET_BIND_SERVICE)"
+                            } else {
+                                ""
+                            }
+                        ),
                     );
                 }
             }
@@ -923,6 +937,77 @@ mod tests {
         for level in [Level::Baseline, Level::Restricted] {
             assert_eq!(run(object, level), [], "{level} on {object}");
         }
+    }
+
+    /// Counts heap allocations made by the current thread, to prove the compliant path allocates nothing.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Counting;
+
+        thread_local! {
+            pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+        }
+
+        // SAFETY: delegates every call to the system allocator unchanged.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+                // SAFETY: same contract as the caller's.
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: same contract as the caller's.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+                // SAFETY: same contract as the caller's.
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        pub fn count<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            let before = ALLOCATIONS.with(Cell::get);
+            let result = f();
+            (result, ALLOCATIONS.with(Cell::get) - before)
+        }
+    }
+
+    #[test]
+    fn a_compliant_pod_is_checked_without_allocating() {
+        let mut pod = compliant_pod();
+        pod["spec"]["os"] = json!({"name": "linux"});
+        pod["spec"]["securityContext"]["seLinuxOptions"] = json!({"type": "container_t"});
+        pod["spec"]["securityContext"]["appArmorProfile"] = json!({"type": "RuntimeDefault"});
+        pod["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/app"] =
+            json!("runtime/default");
+        pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] =
+            json!(["NET_BIND_SERVICE"]);
+        pod["spec"]["ephemeralContainers"] =
+            json!([{"name": "debug", "securityContext": secure_context()}]);
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+        });
+        let template = PodTemplate::locate(&deployment).expect("deployment");
+        for level in [Level::Baseline, Level::Restricted] {
+            let (violations, allocations) = counting::count(|| check(&template, level));
+            assert_eq!(violations, []);
+            assert_eq!(allocations, 0, "{level}");
+        }
+        // The counter works: a violation allocates its strings.
+        let mut bad = deployment.clone();
+        bad["spec"]["template"]["spec"]["hostPID"] = json!(true);
+        let template = PodTemplate::locate(&bad).expect("deployment");
+        let (_, allocations) = counting::count(|| check(&template, Level::Baseline));
+        assert!(allocations > 0);
     }
 
     #[test]
