@@ -22,7 +22,10 @@ use serde_json::Value;
 use crate::workload::{ContainerRef, PodTemplate};
 
 /// A Pod Security Standards level. `Restricted` includes every `Baseline` control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Baseline,
     Restricted,
@@ -103,9 +106,10 @@ impl fmt::Display for Violation {
     }
 }
 
-/// All violations of `level` in the pod template, in a stable order: pod-level fields (metadata
-/// annotations, then the pod spec) first, then every container in start order (init, regular,
-/// ephemeral), each container's fields in the order the standard lists its controls.
+/// All violations of `level` in the pod template, in a stable order: pod-level fields (pod spec
+/// and metadata annotations) first, then every container in start order (init, regular,
+/// ephemeral); within each, baseline controls in the order the standard lists them, then the
+/// restricted ones.
 pub fn check(pod: &PodTemplate<'_>, level: Level) -> Vec<Violation> {
     let mut checker = Checker {
         pod,
@@ -125,7 +129,7 @@ pub fn check(pod: &PodTemplate<'_>, level: Level) -> Vec<Violation> {
     let pod_non_root = pod_sc.and_then(|sc| sc.get("runAsNonRoot")) == Some(&Value::Bool(true));
     let pod_seccomp = pod_sc
         .and_then(|sc| sc.get("seccompProfile"))
-        .is_some_and(|p| !is_unset(Some(p)) && seccomp_type_allowed(p));
+        .is_some_and(|p| !is_unset(Some(p)) && profile_type_allowed(p));
     for container in pod.containers() {
         checker.container(&container, pod_non_root, pod_seccomp);
     }
@@ -222,11 +226,8 @@ fn profile_type_allowed(profile: &Value) -> bool {
     )
 }
 
-fn seccomp_type_allowed(profile: &Value) -> bool {
-    profile_type_allowed(profile)
-}
-
-/// Renders a JSON value for a detail message: strings without quotes' escaping noise.
+/// Renders an optional JSON value for a detail message: strings quoted, other JSON as JSON,
+/// absent as `undefined`.
 struct Shown<'a>(Option<&'a Value>);
 
 impl fmt::Display for Shown<'_> {
@@ -351,7 +352,7 @@ impl Checker<'_, '_> {
         // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline); restricted also
         // requires one to be set, at pod level or in every container (checked per container).
         if let Some(profile) = field("seccompProfile").filter(|p| !p.is_null())
-            && !seccomp_type_allowed(profile)
+            && !profile_type_allowed(profile)
         {
             self.pod_violation(
                 SECCOMP,
@@ -389,7 +390,7 @@ impl Checker<'_, '_> {
                     RUNNING_AS_NON_ROOT_USER,
                     Level::Restricted,
                     format_args!("securityContext.runAsUser"),
-                    format_args!("must not be 0, not {}", Shown(user)),
+                    format_args!("must be a non-zero user ID, not {}", Shown(user)),
                 );
             }
         }
@@ -660,7 +661,7 @@ impl Checker<'_, '_> {
         // Seccomp (baseline part: a set profile must be RuntimeDefault or Localhost)
         let seccomp = field("seccompProfile").filter(|p| !p.is_null());
         if let Some(profile) = seccomp
-            && !seccomp_type_allowed(profile)
+            && !profile_type_allowed(profile)
         {
             self.container_violation(
                 SECCOMP,
@@ -727,7 +728,7 @@ impl Checker<'_, '_> {
                     Level::Restricted,
                     c,
                     format_args!("securityContext.runAsUser"),
-                    format_args!("must not be 0, not {}", Shown(user)),
+                    format_args!("must be a non-zero user ID, not {}", Shown(user)),
                 );
             }
         }
@@ -1022,6 +1023,14 @@ mod tests {
             r#"unknown Pod Security level "privileged": expected "baseline" or "restricted""#
         );
         assert!("Restricted".parse::<Level>().is_err());
+        assert_eq!(
+            serde_json::from_value::<Level>(json!("baseline")).ok(),
+            Some(Level::Baseline)
+        );
+        assert_eq!(
+            serde_json::to_value(Level::Restricted).ok(),
+            Some(json!("restricted"))
+        );
     }
 
     #[test]
