@@ -6,27 +6,8 @@ use serde_json::Value;
 
 use super::{ContainerAt, Mutation, Scope};
 use crate::patch::escape;
-use crate::policy::{Action, SafeSysctl};
-
-/// Volume types the restricted level allows.
-const ALLOWED_VOLUME_TYPES: [&str; 8] = [
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-];
-
-const ALLOWED_SELINUX_TYPES: [&str; 5] = [
-    "",
-    "container_t",
-    "container_init_t",
-    "container_kvm_t",
-    "container_engine_t",
-];
+use crate::policy::Action;
+use crate::pss;
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 
@@ -101,7 +82,7 @@ fn volumes(m: &mut Mutation<'_>) {
         .enumerate()
         .filter_map(|(index, volume)| {
             let kind = volume_type(volume)?;
-            (!ALLOWED_VOLUME_TYPES.contains(&kind)).then(|| {
+            (!pss::RESTRICTED_VOLUME_TYPES.contains(&kind)).then(|| {
                 let name = volume.get("name").and_then(Value::as_str).unwrap_or_default();
                 (index, name.to_owned(), kind.to_owned())
             })
@@ -162,7 +143,7 @@ fn unsafe_sysctls(m: &mut Mutation<'_>) {
         .enumerate()
         .filter_map(|(index, sysctl)| {
             let name = sysctl.get("name").and_then(Value::as_str).unwrap_or_default();
-            (!SafeSysctl::SAFE.contains(&name)).then(|| (index, name.to_owned()))
+            (!pss::SAFE_SYSCTLS.contains(&name)).then(|| (index, name.to_owned()))
         })
         .collect();
     for (index, name) in offending.into_iter().rev() {
@@ -187,7 +168,7 @@ fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope
 
     if let Some(options) = sc.get("seLinuxOptions") {
         let selinux_type = options.get("type").and_then(Value::as_str).unwrap_or_default();
-        if !ALLOWED_SELINUX_TYPES.contains(&selinux_type) {
+        if !pss::SELINUX_TYPES.contains(&selinux_type) {
             handle(m, Offence {
                 action: unfixable.se_linux,
                 pointer: format!("{base}/seLinuxOptions/type"),

@@ -177,20 +177,6 @@ pub struct Sysctl {
 pub struct SafeSysctl(String);
 
 impl SafeSysctl {
-    /// The safe sysctls of the latest Pod Security Standards (baseline "Sysctls").
-    pub const SAFE: [&'static str; 10] = [
-        "kernel.shm_rmid_forced",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.tcp_syncookies",
-        "net.ipv4.ping_group_range",
-        "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.tcp_keepalive_time",
-        "net.ipv4.tcp_fin_timeout",
-        "net.ipv4.tcp_keepalive_intvl",
-        "net.ipv4.tcp_keepalive_probes",
-    ];
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -200,12 +186,12 @@ impl TryFrom<String> for SafeSysctl {
     type Error = String;
 
     fn try_from(name: String) -> Result<Self, String> {
-        if Self::SAFE.contains(&name.as_str()) {
+        if crate::pss::SAFE_SYSCTLS.contains(&name.as_str()) {
             Ok(Self(name))
         } else {
             Err(format!(
                 "{name:?} is not a safe sysctl; allowed: {}",
-                Self::SAFE.join(", ")
+                crate::pss::SAFE_SYSCTLS.join(", ")
             ))
         }
     }
