@@ -130,10 +130,21 @@ impl Editor {
         let key = &tokens[depth];
         path.push('/');
         path.push_str(&escape(key));
-        let Value::Object(map) = node else {
-            // The walk stops at objects or arrays; writing into an array by key is not an edit any
-            // rule makes, so there is nothing sound to record.
-            return false;
+        let map = match node {
+            Value::Object(map) => map,
+            Value::Array(items) => {
+                // Arrays are only ever edited in place, at an existing index.
+                let Some(slot) = key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) else {
+                    return false;
+                };
+                *slot = nested.clone();
+                self.ops.push(Op::Replace {
+                    path,
+                    value: nested,
+                });
+                return true;
+            }
+            _ => return false,
         };
         let op = if map.contains_key(key.as_ref()) {
             Op::Replace {
