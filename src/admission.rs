@@ -1,6 +1,27 @@
-//! The AdmissionReview envelope. (Skeleton: replaced by the full implementation on main.)
+//! The `admission.k8s.io/v1` AdmissionReview envelope: parsed once from the request body (only the
+//! fields restrictor reads; `oldObject`, `userInfo` and the rest are skipped unparsed) and answered
+//! with the engine's outcome as a JSON Patch, warnings, audit annotations or a denial.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::{self, Context, Operation};
+use crate::manifest::describe;
 use crate::policy::Policy;
+use crate::workload::WorkloadKind;
+
+const API_VERSION: &str = "admission.k8s.io/v1";
+const KIND: &str = "AdmissionReview";
+
+/// kubectl prints each warning on its own line; the API server may truncate past 120 characters.
+const MAX_WARNING_CHARS: usize = 120;
+const MAX_WARNINGS: usize = 12;
+/// Audit annotation values end up in every audit event of the request; keep them bounded.
+const MAX_AUDIT_CHARS: usize = 4096;
 
 /// What became of one admission request, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +51,8 @@ pub struct Summary {
     pub operation: String,
     pub dry_run: bool,
     pub outcome: Outcome,
+    /// The profile applied, if any rule chose one.
+    pub profile: Option<String>,
     pub changes: Vec<String>,
 }
 
@@ -40,43 +63,438 @@ pub struct Answer {
     pub summary: Summary,
 }
 
-/// A request that is not an answerable AdmissionReview (answered with HTTP 400).
+/// A request that is not an answerable AdmissionReview (answered with HTTP 400 and this message).
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("request body is empty")]
+    #[error("request body is empty; expected an admission.k8s.io/v1 AdmissionReview")]
     EmptyBody,
-    #[error("request body is not an AdmissionReview: {0}")]
+    #[error("request body is not a valid AdmissionReview: {0}")]
     Malformed(String),
+    #[error("unsupported apiVersion {0:?}; this webhook answers admission.k8s.io/v1 only")]
+    ApiVersion(String),
+    #[error("unsupported kind {0:?}; expected AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has no uid")]
+    MissingUid,
+    #[error("AdmissionReview request has no kind")]
+    MissingKind,
+    #[error("AdmissionReview request for {operation} has no object")]
+    MissingObject { operation: String },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<GroupVersionKind<'a>>,
+    #[serde(borrow)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    operation: Option<Cow<'a, str>>,
+    dry_run: Option<bool>,
+    object: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_map")]
+    audit_annotations: Vec<(&'static str, String)>,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+fn as_map<S: serde::Serializer>(
+    pairs: &[(&'static str, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 /// Parses one AdmissionReview request body and answers it under `policy`.
-pub fn review(body: &[u8], _policy: &Policy) -> Result<Answer, AdmissionError> {
-    if body.is_empty() {
+pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Err(AdmissionError::EmptyBody);
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
-    let uid = value
-        .pointer("/request/uid")
-        .and_then(|u| u.as_str())
-        .ok_or_else(|| AdmissionError::Malformed("request.uid is missing".into()))?
-        .to_owned();
-    let response = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true},
-    });
-    Ok(Answer {
-        body: response.to_string().into_bytes(),
-        summary: Summary {
-            uid,
-            kind: String::new(),
-            namespace: String::new(),
-            name: String::new(),
-            operation: String::new(),
-            dry_run: false,
-            outcome: Outcome::Unchanged,
-            changes: Vec::new(),
-        },
+    let review: ReviewIn<'_> =
+        serde_json::from_slice(body).map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+    match review.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => return Err(AdmissionError::ApiVersion(other.unwrap_or_default().to_owned())),
+    }
+    match review.kind.as_deref() {
+        Some(KIND) => {}
+        other => return Err(AdmissionError::Kind(other.unwrap_or_default().to_owned())),
+    }
+    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
+    let uid = request.uid.filter(|uid| !uid.is_empty()).ok_or(AdmissionError::MissingUid)?;
+    let gvk = request.kind.ok_or(AdmissionError::MissingKind)?;
+    let operation = request.operation.unwrap_or_default();
+    let engine_operation = match operation.as_ref() {
+        "CREATE" => Some(Operation::Create),
+        "UPDATE" => Some(Operation::Update),
+        // DELETE and CONNECT carry nothing to mutate.
+        _ => None,
+    };
+    let object = match (engine_operation, request.object) {
+        (Some(_), Some(object @ Value::Object(_))) => Some(object),
+        (Some(_), _) => {
+            return Err(AdmissionError::MissingObject {
+                operation: operation.into_owned(),
+            });
+        }
+        (None, _) => None,
+    };
+    let namespace = request
+        .namespace
+        .filter(|ns| !ns.is_empty())
+        .map(Cow::into_owned)
+        .or_else(|| {
+            object
+                .as_ref()
+                .and_then(|o| o.pointer("/metadata/namespace"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let name = match (request.name.filter(|n| !n.is_empty()), &object) {
+        (Some(name), _) => name.into_owned(),
+        (None, Some(object)) => display_name(object),
+        (None, None) => String::new(),
+    };
+
+    let mut summary = Summary {
+        uid: uid.clone().into_owned(),
+        kind: gvk.kind.clone().into_owned(),
+        namespace,
+        name,
+        operation: operation.clone().into_owned(),
+        dry_run: request.dry_run.unwrap_or(false),
+        outcome: Outcome::Unchanged,
+        profile: None,
+        changes: Vec::new(),
+    };
+    let mut response = ResponseOut {
+        uid: &uid,
+        allowed: true,
+        patch_type: None,
+        patch: None,
+        status: None,
+        warnings: Vec::new(),
+        audit_annotations: Vec::new(),
+    };
+
+    let evaluation = match (engine_operation, &object) {
+        (Some(operation), Some(object)) => WorkloadKind::from_group_kind(&gvk.group, &gvk.kind)
+            .filter(|_| !(operation == Operation::Update && is_being_deleted(object)))
+            .and_then(|kind| {
+                let context = Context {
+                    operation,
+                    sub_resource: request.sub_resource.as_deref().filter(|s| !s.is_empty()),
+                };
+                engine::evaluate(policy, object, kind, &summary.namespace, context)
+            }),
+        _ => None,
+    };
+
+    if let Some(evaluation) = evaluation {
+        let outcome = evaluation.outcome;
+        summary.profile = Some(evaluation.profile.to_owned());
+        summary.changes = outcome.changes.iter().map(ToString::to_string).collect();
+        response.warnings = bounded_warnings(&summary.changes, &outcome.warnings);
+        response
+            .audit_annotations
+            .push(("profile", evaluation.profile.to_owned()));
+        if let Some(denial) = &outcome.denial {
+            summary.outcome = Outcome::Denied;
+            let subject = object.as_ref().map(describe).unwrap_or_default();
+            let message = format!("restrictor: {subject}: {denial}");
+            response.audit_annotations.push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
+            response.allowed = false;
+            response.status = Some(StatusOut {
+                code: 403,
+                reason: "Forbidden",
+                message,
+            });
+        } else if !outcome.patch.is_empty() {
+            summary.outcome = Outcome::Patched;
+            let patch = serde_json::to_vec(&outcome.patch)
+                .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+            response.patch_type = Some("JSONPatch");
+            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+            response
+                .audit_annotations
+                .push(("changes", bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS)));
+        }
+    }
+
+    let body = serde_json::to_vec(&ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
     })
+    .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+    Ok(Answer { body, summary })
+}
+
+fn is_being_deleted(object: &Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// The object's name, or `prefix*` while the API server has only a `generateName`.
+fn display_name(object: &Value) -> String {
+    let metadata = object.get("metadata");
+    let field = |name: &str| metadata.and_then(|m| m.get(name)).and_then(Value::as_str);
+    match (field("name"), field("generateName")) {
+        (Some(name), _) if !name.is_empty() => name.to_owned(),
+        (_, Some(prefix)) => format!("{prefix}*"),
+        _ => String::new(),
+    }
+}
+
+/// Changes and notes as kubectl warnings: each one short, the list bounded.
+fn bounded_warnings(changes: &[String], notes: &[String]) -> Vec<String> {
+    let all: Vec<&String> = changes.iter().chain(notes).collect();
+    let mut warnings: Vec<String> = all
+        .iter()
+        .take(MAX_WARNINGS)
+        .map(|line| bounded(&format!("restrictor: {line}"), MAX_WARNING_CHARS))
+        .collect();
+    if all.len() > MAX_WARNINGS {
+        let mut last = String::new();
+        let _ = write!(
+            last,
+            "restrictor: and {} more changes (see the audit log or `restrictor mutate`)",
+            all.len() - MAX_WARNINGS
+        );
+        warnings.push(last);
+    }
+    warnings
+}
+
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(object: Value) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": object["kind"]},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "apps",
+                "operation": "CREATE",
+                "userInfo": {"username": "admin"},
+                "object": object,
+                "oldObject": null,
+                "dryRun": false,
+            }
+        })
+    }
+
+    fn answer(review: &Value) -> (Value, Summary) {
+        let body = serde_json::to_vec(review).expect("json");
+        let answer = review_ok(&body);
+        let parsed: Value = serde_json::from_slice(&answer.body).expect("response json");
+        (parsed, answer.summary)
+    }
+
+    fn review_ok(body: &[u8]) -> Answer {
+        match review(body, &Policy::builtin()) {
+            Ok(answer) => answer,
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+
+    fn decode_patch(response: &Value) -> json_patch::Patch {
+        let encoded = response["response"]["patch"].as_str().expect("patch");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+        serde_json::from_slice(&bytes).expect("patch json")
+    }
+
+    #[test]
+    fn a_pod_is_answered_with_a_json_patch_warnings_and_audit_annotations() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}});
+        let (response, summary) = answer(&request(pod.clone()));
+        let r = &response["response"];
+        assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        let mut patched = pod;
+        json_patch::patch(&mut patched, &decode_patch(&response)).expect("applies");
+        assert_eq!(patched["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert!(r["warnings"].as_array().is_some_and(|w| !w.is_empty()));
+        assert_eq!(r["auditAnnotations"]["profile"], "restricted");
+        assert!(r["auditAnnotations"]["changes"].as_str().is_some_and(|c| c.contains("runAsNonRoot=true")));
+        assert_eq!(summary.outcome, Outcome::Patched);
+        assert_eq!(summary.name, "web-*");
+        assert_eq!(summary.namespace, "apps");
+    }
+
+    #[test]
+    fn a_denial_is_403_with_the_object_and_field() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "h", "namespace": "apps"}, "spec": {"hostPID": true, "containers": [{"name": "a"}]}});
+        let (response, summary) = answer(&request(pod));
+        let r = &response["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 403);
+        let message = r["status"]["message"].as_str().expect("message");
+        assert!(message.starts_with("restrictor: Pod apps/h: "), "{message}");
+        assert!(message.contains("spec.hostPID"), "{message}");
+        assert!(r.get("patch").is_none());
+        assert_eq!(summary.outcome, Outcome::Denied);
+    }
+
+    #[test]
+    fn non_pod_kinds_and_deletes_pass_untouched() {
+        let (response, summary) = answer(&request(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})));
+        assert_eq!(response["response"], json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true}));
+        assert_eq!(summary.outcome, Outcome::Unchanged);
+
+        let mut delete = request(json!(null));
+        delete["request"]["operation"] = json!("DELETE");
+        delete["request"]["kind"]["kind"] = json!("Pod");
+        let (response, _) = answer(&delete);
+        assert_eq!(response["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn a_compliant_pod_gets_no_patch_and_dry_run_the_same_answer() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+        let (first, _) = answer(&request(pod.clone()));
+        let mut patched = pod;
+        json_patch::patch(&mut patched, &decode_patch(&first)).expect("applies");
+        let (second, summary) = answer(&request(patched.clone()));
+        assert!(second["response"].get("patch").is_none());
+        assert_eq!(summary.outcome, Outcome::Unchanged);
+
+        let mut dry = request(patched);
+        dry["request"]["dryRun"] = json!(true);
+        let (third, summary) = answer(&dry);
+        assert_eq!(third, second);
+        assert!(summary.dry_run);
+    }
+
+    #[test]
+    fn malformed_reviews_are_errors_with_clear_messages() {
+        let valid = request(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}));
+        let mut cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "empty"),
+            (b"  \n".to_vec(), "empty"),
+            (b"not json".to_vec(), "not a valid AdmissionReview"),
+            (b"[1,2]".to_vec(), "not a valid AdmissionReview"),
+            (b"{\"apiVersion\": 5}".to_vec(), "not a valid AdmissionReview"),
+        ];
+        let mut edit = |f: &dyn Fn(&mut Value), expect: &'static str| {
+            let mut review = valid.clone();
+            f(&mut review);
+            cases.push((serde_json::to_vec(&review).expect("json"), expect));
+        };
+        edit(&|r| r["apiVersion"] = json!("admission.k8s.io/v1beta1"), "admission.k8s.io/v1 only");
+        edit(&|r| r["kind"] = json!("Pod"), "expected AdmissionReview");
+        edit(&|r| { r.as_object_mut().map(|o| o.remove("request")); }, "has no request");
+        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("uid")); }, "has no uid");
+        edit(&|r| r["request"]["uid"] = json!(""), "has no uid");
+        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("kind")); }, "has no kind");
+        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("object")); }, "has no object");
+        edit(&|r| r["request"]["object"] = json!("a string"), "has no object");
+        for (body, expected) in cases {
+            match review(&body, &Policy::builtin()) {
+                Ok(answer) => panic!("{} answered {:?}", String::from_utf8_lossy(&body), answer.summary),
+                Err(error) => assert!(error.to_string().contains(expected), "{error} !~ {expected}"),
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_are_short_and_bounded() {
+        let containers: Vec<Value> = (0..20).map(|i| json!({"name": format!("container-with-a-rather-long-name-{i:02}-{}", "x".repeat(80))})).collect();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}});
+        let (response, summary) = answer(&request(pod));
+        let warnings = response["response"]["warnings"].as_array().expect("warnings");
+        assert_eq!(warnings.len(), MAX_WARNINGS + 1);
+        assert!(warnings.iter().all(|w| w.as_str().is_some_and(|w| w.chars().count() <= MAX_WARNING_CHARS)));
+        assert!(summary.changes.len() > MAX_WARNINGS);
+        let audit = response["response"]["auditAnnotations"]["changes"].as_str().expect("changes");
+        assert!(audit.len() <= MAX_AUDIT_CHARS);
+    }
+
+    #[test]
+    fn the_vcluster_agent_pod_review_is_answered_for_its_uid() {
+        let text = include_str!("../tests/fixtures/vcluster/01-cattle-cluster-agent.admissionreview.yaml");
+        let review_value = crate::manifest::parse("review", text).expect("yaml").remove(0);
+        let (response, summary) = answer(&review_value);
+        assert_eq!(response["response"]["uid"], review_value["request"]["uid"]);
+        assert_eq!(summary.profile.as_deref(), Some("rancher-agent"));
+        let mut pod = review_value["request"]["object"].clone();
+        json_patch::patch(&mut pod, &decode_patch(&response)).expect("applies");
+        assert!(crate::pss::check_object(&pod, crate::pss::Level::Restricted).is_some_and(|v| v.is_empty()));
+    }
 }
