@@ -166,18 +166,25 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(AdmissionError::EmptyBody);
     }
-    let review: ReviewIn<'_> =
-        serde_json::from_slice(body).map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+    let review: ReviewIn<'_> = serde_json::from_slice(body)
+        .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
-        other => return Err(AdmissionError::ApiVersion(other.unwrap_or_default().to_owned())),
+        other => {
+            return Err(AdmissionError::ApiVersion(
+                other.unwrap_or_default().to_owned(),
+            ));
+        }
     }
     match review.kind.as_deref() {
         Some(KIND) => {}
         other => return Err(AdmissionError::Kind(other.unwrap_or_default().to_owned())),
     }
     let request = review.request.ok_or(AdmissionError::MissingRequest)?;
-    let uid = request.uid.filter(|uid| !uid.is_empty()).ok_or(AdmissionError::MissingUid)?;
+    let uid = request
+        .uid
+        .filter(|uid| !uid.is_empty())
+        .ok_or(AdmissionError::MissingUid)?;
     let gvk = request.kind.ok_or(AdmissionError::MissingKind)?;
     let operation = request.operation.unwrap_or_default();
     let engine_operation = match operation.as_ref() {
@@ -259,7 +266,9 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
             summary.outcome = Outcome::Denied;
             let subject = object.as_ref().map(describe).unwrap_or_default();
             let message = format!("restrictor: {subject}: {denial}");
-            response.audit_annotations.push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
+            response
+                .audit_annotations
+                .push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
             response.allowed = false;
             response.status = Some(StatusOut {
                 code: 403,
@@ -272,9 +281,10 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
                 .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
             response.patch_type = Some("JSONPatch");
             response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
-            response
-                .audit_annotations
-                .push(("changes", bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS)));
+            response.audit_annotations.push((
+                "changes",
+                bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS),
+            ));
         }
     }
 
@@ -374,7 +384,9 @@ mod tests {
 
     fn decode_patch(response: &Value) -> json_patch::Patch {
         let encoded = response["response"]["patch"].as_str().expect("patch");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
         serde_json::from_slice(&bytes).expect("patch json")
     }
 
@@ -392,7 +404,11 @@ mod tests {
         assert_eq!(patched["spec"]["securityContext"]["runAsNonRoot"], true);
         assert!(r["warnings"].as_array().is_some_and(|w| !w.is_empty()));
         assert_eq!(r["auditAnnotations"]["profile"], "restricted");
-        assert!(r["auditAnnotations"]["changes"].as_str().is_some_and(|c| c.contains("runAsNonRoot=true")));
+        assert!(
+            r["auditAnnotations"]["changes"]
+                .as_str()
+                .is_some_and(|c| c.contains("runAsNonRoot=true"))
+        );
         assert_eq!(summary.outcome, Outcome::Patched);
         assert_eq!(summary.name, "web-*");
         assert_eq!(summary.namespace, "apps");
@@ -414,8 +430,13 @@ mod tests {
 
     #[test]
     fn non_pod_kinds_and_deletes_pass_untouched() {
-        let (response, summary) = answer(&request(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})));
-        assert_eq!(response["response"], json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true}));
+        let (response, summary) = answer(&request(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ));
+        assert_eq!(
+            response["response"],
+            json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
+        );
         assert_eq!(summary.outcome, Outcome::Unchanged);
 
         let mut delete = request(json!(null));
@@ -444,31 +465,69 @@ mod tests {
 
     #[test]
     fn malformed_reviews_are_errors_with_clear_messages() {
-        let valid = request(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}));
+        let valid = request(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}),
+        );
         let mut cases: Vec<(Vec<u8>, &str)> = vec![
             (b"".to_vec(), "empty"),
             (b"  \n".to_vec(), "empty"),
             (b"not json".to_vec(), "not a valid AdmissionReview"),
             (b"[1,2]".to_vec(), "not a valid AdmissionReview"),
-            (b"{\"apiVersion\": 5}".to_vec(), "not a valid AdmissionReview"),
+            (
+                b"{\"apiVersion\": 5}".to_vec(),
+                "not a valid AdmissionReview",
+            ),
         ];
         let mut edit = |f: &dyn Fn(&mut Value), expect: &'static str| {
             let mut review = valid.clone();
             f(&mut review);
             cases.push((serde_json::to_vec(&review).expect("json"), expect));
         };
-        edit(&|r| r["apiVersion"] = json!("admission.k8s.io/v1beta1"), "admission.k8s.io/v1 only");
+        edit(
+            &|r| r["apiVersion"] = json!("admission.k8s.io/v1beta1"),
+            "admission.k8s.io/v1 only",
+        );
         edit(&|r| r["kind"] = json!("Pod"), "expected AdmissionReview");
-        edit(&|r| { r.as_object_mut().map(|o| o.remove("request")); }, "has no request");
-        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("uid")); }, "has no uid");
+        edit(
+            &|r| {
+                r.as_object_mut().map(|o| o.remove("request"));
+            },
+            "has no request",
+        );
+        edit(
+            &|r| {
+                r["request"].as_object_mut().map(|o| o.remove("uid"));
+            },
+            "has no uid",
+        );
         edit(&|r| r["request"]["uid"] = json!(""), "has no uid");
-        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("kind")); }, "has no kind");
-        edit(&|r| { r["request"].as_object_mut().map(|o| o.remove("object")); }, "has no object");
-        edit(&|r| r["request"]["object"] = json!("a string"), "has no object");
+        edit(
+            &|r| {
+                r["request"].as_object_mut().map(|o| o.remove("kind"));
+            },
+            "has no kind",
+        );
+        edit(
+            &|r| {
+                r["request"].as_object_mut().map(|o| o.remove("object"));
+            },
+            "has no object",
+        );
+        edit(
+            &|r| r["request"]["object"] = json!("a string"),
+            "has no object",
+        );
         for (body, expected) in cases {
             match review(&body, &Policy::builtin()) {
-                Ok(answer) => panic!("{} answered {:?}", String::from_utf8_lossy(&body), answer.summary),
-                Err(error) => assert!(error.to_string().contains(expected), "{error} !~ {expected}"),
+                Ok(answer) => panic!(
+                    "{} answered {:?}",
+                    String::from_utf8_lossy(&body),
+                    answer.summary
+                ),
+                Err(error) => assert!(
+                    error.to_string().contains(expected),
+                    "{error} !~ {expected}"
+                ),
             }
         }
     }
@@ -478,23 +537,36 @@ mod tests {
         let containers: Vec<Value> = (0..20).map(|i| json!({"name": format!("container-with-a-rather-long-name-{i:02}-{}", "x".repeat(80))})).collect();
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}});
         let (response, summary) = answer(&request(pod));
-        let warnings = response["response"]["warnings"].as_array().expect("warnings");
+        let warnings = response["response"]["warnings"]
+            .as_array()
+            .expect("warnings");
         assert_eq!(warnings.len(), MAX_WARNINGS + 1);
-        assert!(warnings.iter().all(|w| w.as_str().is_some_and(|w| w.chars().count() <= MAX_WARNING_CHARS)));
+        assert!(warnings.iter().all(|w| {
+            w.as_str()
+                .is_some_and(|w| w.chars().count() <= MAX_WARNING_CHARS)
+        }));
         assert!(summary.changes.len() > MAX_WARNINGS);
-        let audit = response["response"]["auditAnnotations"]["changes"].as_str().expect("changes");
+        let audit = response["response"]["auditAnnotations"]["changes"]
+            .as_str()
+            .expect("changes");
         assert!(audit.len() <= MAX_AUDIT_CHARS);
     }
 
     #[test]
     fn the_vcluster_agent_pod_review_is_answered_for_its_uid() {
-        let text = include_str!("../tests/fixtures/vcluster/01-cattle-cluster-agent.admissionreview.yaml");
-        let review_value = crate::manifest::parse("review", text).expect("yaml").remove(0);
+        let text =
+            include_str!("../tests/fixtures/vcluster/01-cattle-cluster-agent.admissionreview.yaml");
+        let review_value = crate::manifest::parse("review", text)
+            .expect("yaml")
+            .remove(0);
         let (response, summary) = answer(&review_value);
         assert_eq!(response["response"]["uid"], review_value["request"]["uid"]);
         assert_eq!(summary.profile.as_deref(), Some("rancher-agent"));
         let mut pod = review_value["request"]["object"].clone();
         json_patch::patch(&mut pod, &decode_patch(&response)).expect("applies");
-        assert!(crate::pss::check_object(&pod, crate::pss::Level::Restricted).is_some_and(|v| v.is_empty()));
+        assert!(
+            crate::pss::check_object(&pod, crate::pss::Level::Restricted)
+                .is_some_and(|v| v.is_empty())
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod certs;
+pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod patch;

@@ -51,7 +51,10 @@ fn push_expanded(objects: &mut Vec<Value>, value: Value) {
 
 /// `Kind namespace/name` for messages; a `generateName` shows as `prefix*`.
 pub fn describe(object: &Value) -> String {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
     let metadata = object.get("metadata");
     let field = |name: &str| metadata.and_then(|m| m.get(name)).and_then(Value::as_str);
     let name = match (field("name"), field("generateName")) {
@@ -84,7 +87,10 @@ mod tests {
         let objects = parse("x.json", text).expect("parse");
         assert_eq!(objects.len(), 2);
         assert_eq!(describe(&objects[0]), "Pod n/p-*");
-        assert_eq!(objects[1], json!({"kind": "Deployment", "metadata": {"name": "d"}}));
+        assert_eq!(
+            objects[1],
+            json!({"kind": "Deployment", "metadata": {"name": "d"}})
+        );
     }
 
     #[test]

@@ -112,10 +112,12 @@ impl Editor {
                     Some(child) => child,
                     None => return false,
                 },
-                Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    Some(child) => child,
-                    None => return false,
-                },
+                Value::Array(items) => {
+                    match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                        Some(child) => child,
+                        None => return false,
+                    }
+                }
                 _ => return false,
             };
             depth += 1;
@@ -222,7 +224,10 @@ mod tests {
     fn set_creates_missing_parents_in_one_operation() {
         let original = json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}});
         let mut editor = Editor::new("/spec/template", original["spec"]["template"].clone());
-        assert!(editor.set("/spec/securityContext/seccompProfile/type", json!("RuntimeDefault")));
+        assert!(editor.set(
+            "/spec/securityContext/seccompProfile/type",
+            json!("RuntimeDefault")
+        ));
         let ops = assert_ops_reproduce(&original, "/spec/template", editor);
         assert_eq!(
             ops,
@@ -242,17 +247,26 @@ mod tests {
         assert!(!editor.set("/spec/containers/0/securityContext/runAsUser", json!(1000)));
         let ops = assert_ops_reproduce(&original, "", editor);
         assert_eq!(ops.len(), 2);
-        assert!(matches!(&ops[1], Op::Replace { path, .. } if path == "/spec/containers/0/securityContext/runAsUser"));
+        assert!(
+            matches!(&ops[1], Op::Replace { path, .. } if path == "/spec/containers/0/securityContext/runAsUser")
+        );
     }
 
     #[test]
     fn keys_with_slashes_and_tildes_are_escaped() {
         let original = json!({"metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/a~b": "unconfined"}}});
         let mut editor = Editor::new("", original.clone());
-        assert!(editor.remove("/metadata/annotations/container.apparmor.security.beta.kubernetes.io~1a~0b"));
+        assert!(
+            editor.remove(
+                "/metadata/annotations/container.apparmor.security.beta.kubernetes.io~1a~0b"
+            )
+        );
         assert!(editor.set("/metadata/labels/example.com~1x", json!("y")));
         let ops = assert_ops_reproduce(&original, "", editor);
-        assert_eq!(ops[0].path(), "/metadata/annotations/container.apparmor.security.beta.kubernetes.io~1a~0b");
+        assert_eq!(
+            ops[0].path(),
+            "/metadata/annotations/container.apparmor.security.beta.kubernetes.io~1a~0b"
+        );
         assert_eq!(escape("a/b~c"), "a~1b~0c");
     }
 
@@ -270,7 +284,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_never_touched() {
-        let original = json!({"spec": {"futureField": {"x": 1}, "securityContext": {"futureKnob": true}}});
+        let original =
+            json!({"spec": {"futureField": {"x": 1}, "securityContext": {"futureKnob": true}}});
         let mut editor = Editor::new("", original.clone());
         editor.set("/spec/securityContext/runAsNonRoot", json!(true));
         let (doc, ops) = editor.into_parts();

@@ -52,7 +52,8 @@ fn capabilities(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
                 (false, Some(index)) => {
                     // The runtime matches "ALL" exactly; "all" drops nothing on some runtimes and the
                     // standard's check wants the canonical spelling.
-                    m.editor.set(&format!("{drop_pointer}/{index}"), json!("ALL"));
+                    m.editor
+                        .set(&format!("{drop_pointer}/{index}"), json!("ALL"));
                     m.change(container.scope(), "capabilities.drop: all -> ALL");
                 }
                 (false, None) => {
@@ -94,12 +95,18 @@ fn capabilities(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
             );
         }
         Action::Deny => {
-            let field = format!("{}.securityContext.capabilities.add", container.field(m.spec_path));
+            let field = format!(
+                "{}.securityContext.capabilities.add",
+                container.field(m.spec_path)
+            );
             m.deny(
                 field,
                 container.scope(),
                 "Capabilities",
-                format!("adds {} (only {ALLOWED_ADD} is allowed)", removed.join(", ")),
+                format!(
+                    "adds {} (only {ALLOWED_ADD} is allowed)",
+                    removed.join(", ")
+                ),
             );
         }
     }
@@ -127,7 +134,10 @@ fn run_as_user(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
             let current = current.clone();
             let id = m.profile.run_as_user.get();
             m.editor.set(&pointer, json!(id));
-            m.change(container.scope(), was(&format!("runAsUser={id}"), Some(&current)));
+            m.change(
+                container.scope(),
+                was(&format!("runAsUser={id}"), Some(&current)),
+            );
         }
     }
 }
@@ -138,7 +148,10 @@ fn seccomp(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
         None => {}
         Some(profile) if is_compliant_seccomp(profile) => {}
         Some(profile) => {
-            let previous = profile.get("type").cloned().unwrap_or_else(|| profile.clone());
+            let previous = profile
+                .get("type")
+                .cloned()
+                .unwrap_or_else(|| profile.clone());
             m.editor.set(&pointer, json!({"type": "RuntimeDefault"}));
             m.change(
                 container.scope(),

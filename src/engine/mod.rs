@@ -93,7 +93,11 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scope {
             Scope::Pod => write!(f, "{}: {} ({})", self.field, self.reason, self.check),
-            scope => write!(f, "{scope}: {}: {} ({})", self.field, self.reason, self.check),
+            scope => write!(
+                f,
+                "{scope}: {}: {} ({})",
+                self.field, self.reason, self.check
+            ),
         }
     }
 }
@@ -251,7 +255,12 @@ impl ContainerAt {
 /// its pod passes Pod Security "restricted" under `profile`, or explains why it cannot.
 ///
 /// Objects that carry no pod template come back with an empty outcome.
-pub fn mutate(object: &Value, kind: WorkloadKind, context: Context<'_>, profile: &Profile) -> Outcome {
+pub fn mutate(
+    object: &Value,
+    kind: WorkloadKind,
+    context: Context<'_>,
+    profile: &Profile,
+) -> Outcome {
     let holder_pointer = kind.template_pointer();
     let Some(holder) = object.pointer(holder_pointer) else {
         return Outcome::default();
@@ -339,7 +348,11 @@ pub fn evaluate<'p>(
 /// their subresource) and a Job's template: the patch would be rejected whatever the failurePolicy.
 /// What the engine would have changed becomes warnings; denials of the immutable part too, since the
 /// object already exists and rejecting a label change fixes nothing.
-fn restrict_to_mutable_fields(mut outcome: Outcome, kind: WorkloadKind, context: Context<'_>) -> Outcome {
+fn restrict_to_mutable_fields(
+    mut outcome: Outcome,
+    kind: WorkloadKind,
+    context: Context<'_>,
+) -> Outcome {
     if context.operation != Operation::Update {
         return outcome;
     }
@@ -349,32 +362,44 @@ fn restrict_to_mutable_fields(mut outcome: Outcome, kind: WorkloadKind, context:
         _ => return outcome,
     };
     let is_mutable = |path: &str| mutable_prefix.is_some_and(|prefix| path.starts_with(prefix));
-    let (kept, dropped): (Vec<Op>, Vec<Op>) =
-        outcome.patch.into_iter().partition(|op| is_mutable(op.path()));
+    let (kept, dropped): (Vec<Op>, Vec<Op>) = outcome
+        .patch
+        .into_iter()
+        .partition(|op| is_mutable(op.path()));
     outcome.patch = kept;
     let what = match kind {
         WorkloadKind::Job => "a Job's pod template is immutable",
         _ => "a Pod's spec is immutable",
     };
     if !dropped.is_empty() {
-        let (ephemeral, rest): (Vec<Change>, Vec<Change>) = outcome.changes.into_iter().partition(
-            |change| matches!(&change.scope, Scope::Container { list: "ephemeralContainers", .. }),
-        );
-        outcome.changes = if mutable_prefix.is_some() { ephemeral } else { Vec::new() };
+        let (ephemeral, rest): (Vec<Change>, Vec<Change>) =
+            outcome.changes.into_iter().partition(|change| {
+                matches!(
+                    &change.scope,
+                    Scope::Container {
+                        list: "ephemeralContainers",
+                        ..
+                    }
+                )
+            });
+        outcome.changes = if mutable_prefix.is_some() {
+            ephemeral
+        } else {
+            Vec::new()
+        };
         outcome.warnings.extend(
             rest.iter()
                 .map(|change| format!("not changed ({what}): {change}")),
         );
     }
     if let Some(denial) = outcome.denial.take() {
-        let (blocking, other): (Vec<Finding>, Vec<Finding>) = denial.findings.into_iter().partition(
-            |finding| mutable_prefix.is_some() && finding.field.contains(".ephemeralContainers["),
-        );
-        outcome.warnings.extend(
-            other
-                .iter()
-                .map(|finding| format!("existing object fails Pod Security \"restricted\": {finding}")),
-        );
+        let (blocking, other): (Vec<Finding>, Vec<Finding>) =
+            denial.findings.into_iter().partition(|finding| {
+                mutable_prefix.is_some() && finding.field.contains(".ephemeralContainers[")
+            });
+        outcome.warnings.extend(other.iter().map(|finding| {
+            format!("existing object fails Pod Security \"restricted\": {finding}")
+        }));
         if !blocking.is_empty() {
             outcome.denial = Some(Denial { findings: blocking });
         }

@@ -142,7 +142,10 @@ fn sysctls(m: &mut Mutation<'_>) {
                     .set(&format!("{pointer}/{index}/value"), json!(wanted.value));
                 m.change(
                     Scope::Pod,
-                    was(&format!("sysctl {name}={}", wanted.value), previous.as_ref()),
+                    was(
+                        &format!("sysctl {name}={}", wanted.value),
+                        previous.as_ref(),
+                    ),
                 );
             }
             None => {

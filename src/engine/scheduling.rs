@@ -42,11 +42,16 @@ fn strip_tolerations(m: &mut Mutation<'_>) {
         .enumerate()
         .filter_map(|(index, toleration)| {
             let key = toleration.get("key").and_then(Value::as_str)?;
-            keys.iter().any(|k| k == key).then(|| (index, key.to_owned()))
+            keys.iter()
+                .any(|k| k == key)
+                .then(|| (index, key.to_owned()))
         })
         .collect();
-    for (index, key) in stripped.into_iter().rev() {
+    // Highest index first, so each removal leaves the indices still to remove valid.
+    for (index, _) in stripped.iter().rev() {
         m.editor.remove(&format!("/spec/tolerations/{index}"));
+    }
+    for (_, key) in stripped {
         m.change(Scope::Pod, format!("removed toleration {key}"));
     }
 }

@@ -34,9 +34,19 @@ fn admit_with(policy: &Policy, object: &Value) -> (Outcome, Value) {
     let outcome = evaluation.outcome;
     assert!(outcome.denial.is_none(), "denied: {:?}", outcome.denial);
     let patched = apply(object, &outcome);
-    let again = evaluate(policy, &patched, kind, namespace_of(object), Context::CREATE)
-        .expect("a profile applies");
-    assert!(again.outcome.patch.is_empty(), "second pass patched: {:?}", again.outcome.patch);
+    let again = evaluate(
+        policy,
+        &patched,
+        kind,
+        namespace_of(object),
+        Context::CREATE,
+    )
+    .expect("a profile applies");
+    assert!(
+        again.outcome.patch.is_empty(),
+        "second pass patched: {:?}",
+        again.outcome.patch
+    );
     assert!(again.outcome.denial.is_none());
     (outcome, patched)
 }
@@ -101,7 +111,9 @@ fn container<'a>(spec: &'a Value, list: &str, name: &str) -> &'a Value {
 
 #[test]
 fn bare_pod_gets_the_restricted_security_context() {
-    let (outcome, patched) = admit(&pod(json!({"containers": [{"name": "app", "image": "nginx"}]})));
+    let (outcome, patched) = admit(&pod(
+        json!({"containers": [{"name": "app", "image": "nginx"}]}),
+    ));
     let spec = &patched["spec"];
     assert_eq!(
         spec["securityContext"],
@@ -115,10 +127,20 @@ fn bare_pod_gets_the_restricted_security_context() {
     // No appArmorProfile, ever: it breaks vcluster StatefulSet pods on hosts >= 1.31.
     assert!(!patched.to_string().contains("appArmor"));
     // The restricted profile does not make the root filesystem read-only.
-    assert!(spec["containers"][0]["securityContext"].get("readOnlyRootFilesystem").is_none());
+    assert!(
+        spec["containers"][0]["securityContext"]
+            .get("readOnlyRootFilesystem")
+            .is_none()
+    );
     let lines: Vec<String> = outcome.changes.iter().map(ToString::to_string).collect();
-    assert!(lines.contains(&"pod: runAsNonRoot=true".to_owned()), "{lines:?}");
-    assert!(lines.contains(&"container \"app\": allowPrivilegeEscalation=false".to_owned()), "{lines:?}");
+    assert!(
+        lines.contains(&"pod: runAsNonRoot=true".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"container \"app\": allowPrivilegeEscalation=false".to_owned()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -130,7 +152,10 @@ fn compliant_pod_gets_no_patch() {
                          "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}}],
     });
     let (outcome, _) = admit(&pod(spec));
-    assert!(outcome.patch.is_empty() && outcome.changes.is_empty(), "{outcome:?}");
+    assert!(
+        outcome.patch.is_empty() && outcome.changes.is_empty(),
+        "{outcome:?}"
+    );
 }
 
 #[test]
@@ -148,7 +173,10 @@ fn existing_non_zero_ids_are_kept_and_root_ids_replaced() {
     assert_eq!(spec["securityContext"]["runAsGroup"], 2000);
     assert_eq!(spec["securityContext"]["fsGroup"], 1000);
     assert_eq!(spec["containers"][0]["securityContext"]["runAsUser"], 1000);
-    assert_eq!(spec["containers"][0]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        spec["containers"][0]["securityContext"]["runAsNonRoot"],
+        true
+    );
     assert_eq!(spec["containers"][1]["securityContext"]["runAsUser"], 4242);
 }
 
@@ -157,7 +185,10 @@ fn pod_user_is_left_unset_when_every_container_sets_one() {
     let spec = json!({"containers": [{"name": "a", "securityContext": {"runAsUser": 12345, "runAsGroup": 12345}}]});
     let (_, patched) = admit(&pod(spec));
     let sc = &patched["spec"]["securityContext"];
-    assert!(sc.get("runAsUser").is_none() && sc.get("runAsGroup").is_none(), "{sc}");
+    assert!(
+        sc.get("runAsUser").is_none() && sc.get("runAsGroup").is_none(),
+        "{sc}"
+    );
     assert_eq!(sc["fsGroup"], 1000);
 }
 
@@ -168,9 +199,20 @@ fn seccomp_unconfined_is_replaced_at_pod_and_container_level() {
         "containers": [{"name": "a", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}],
     });
     let (outcome, patched) = admit(&pod(spec));
-    assert_eq!(patched["spec"]["securityContext"]["seccompProfile"], json!({"type": "RuntimeDefault"}));
-    assert_eq!(patched["spec"]["containers"][0]["securityContext"]["seccompProfile"], json!({"type": "RuntimeDefault"}));
-    assert!(outcome.changes.iter().any(|c| c.what == "seccompProfile=RuntimeDefault (was Unconfined)"));
+    assert_eq!(
+        patched["spec"]["securityContext"]["seccompProfile"],
+        json!({"type": "RuntimeDefault"})
+    );
+    assert_eq!(
+        patched["spec"]["containers"][0]["securityContext"]["seccompProfile"],
+        json!({"type": "RuntimeDefault"})
+    );
+    assert!(
+        outcome
+            .changes
+            .iter()
+            .any(|c| c.what == "seccompProfile=RuntimeDefault (was Unconfined)")
+    );
 }
 
 #[test]
@@ -182,19 +224,42 @@ fn capabilities_are_normalised_and_only_net_bind_service_is_kept() {
     ]});
     let (outcome, patched) = admit(&pod(spec));
     let containers = &patched["spec"]["containers"];
-    assert_eq!(containers[0]["securityContext"]["capabilities"], json!({"drop": ["ALL"]}));
-    assert_eq!(containers[1]["securityContext"]["capabilities"], json!({"drop": ["NET_RAW", "ALL"], "add": ["NET_BIND_SERVICE"]}));
-    assert_eq!(containers[2]["securityContext"]["capabilities"], json!({"drop": ["ALL"]}));
-    assert!(outcome.changes.iter().any(|c| c.what == "removed capabilities.add SYS_ADMIN"));
+    assert_eq!(
+        containers[0]["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"]})
+    );
+    assert_eq!(
+        containers[1]["securityContext"]["capabilities"],
+        json!({"drop": ["NET_RAW", "ALL"], "add": ["NET_BIND_SERVICE"]})
+    );
+    assert_eq!(
+        containers[2]["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"]})
+    );
+    assert!(
+        outcome
+            .changes
+            .iter()
+            .any(|c| c.what == "removed capabilities.add SYS_ADMIN")
+    );
 }
 
 #[test]
 fn capabilities_can_be_denied_by_policy() {
-    let mut policy_text = crate::policy::BUILTIN_YAML.replace("capabilities: remove", "capabilities: deny");
+    let mut policy_text =
+        crate::policy::BUILTIN_YAML.replace("capabilities: remove", "capabilities: deny");
     policy_text.push('\n');
     let policy = Policy::from_yaml(&policy_text).expect("policy");
-    let denial = deny_with(&policy, &pod(json!({"containers": [{"name": "a", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]})));
-    assert_eq!(denial.findings[0].field, "spec.containers[0].securityContext.capabilities.add");
+    let denial = deny_with(
+        &policy,
+        &pod(
+            json!({"containers": [{"name": "a", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}]}),
+        ),
+    );
+    assert_eq!(
+        denial.findings[0].field,
+        "spec.containers[0].securityContext.capabilities.add"
+    );
     assert_eq!(denial.findings[0].check, "Capabilities");
 }
 
@@ -207,8 +272,15 @@ fn every_container_list_is_covered() {
     });
     let (_, patched) = admit(&pod(spec));
     for list in ["initContainers", "containers", "ephemeralContainers"] {
-        assert_eq!(patched["spec"][list][0]["securityContext"]["allowPrivilegeEscalation"], false, "{list}");
-        assert_eq!(patched["spec"][list][0]["securityContext"]["capabilities"]["drop"], json!(["ALL"]), "{list}");
+        assert_eq!(
+            patched["spec"][list][0]["securityContext"]["allowPrivilegeEscalation"], false,
+            "{list}"
+        );
+        assert_eq!(
+            patched["spec"][list][0]["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{list}"
+        );
     }
 }
 
@@ -228,13 +300,29 @@ fn every_pod_bearing_kind_is_mutated_and_other_kinds_pass_untouched() {
     for object in objects {
         let (outcome, patched) = admit(&object);
         let pod = crate::workload::PodTemplate::locate(&patched).expect("template");
-        assert_eq!(pod.spec["securityContext"]["runAsNonRoot"], true, "{}", object["kind"]);
+        assert_eq!(
+            pod.spec["securityContext"]["runAsNonRoot"], true,
+            "{}",
+            object["kind"]
+        );
         let prefix = kind_of(&object).template_pointer();
-        assert!(outcome.patch.iter().all(|op| op.path().starts_with(prefix)), "{}", object["kind"]);
+        assert!(
+            outcome.patch.iter().all(|op| op.path().starts_with(prefix)),
+            "{}",
+            object["kind"]
+        );
     }
     // A Deployment whose template has no spec object carries no pod: nothing to do.
     let hollow = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": null}}});
-    assert_eq!(mutate(&hollow, WorkloadKind::Deployment, Context::CREATE, &Profile::default()), Outcome::default());
+    assert_eq!(
+        mutate(
+            &hollow,
+            WorkloadKind::Deployment,
+            Context::CREATE,
+            &Profile::default()
+        ),
+        Outcome::default()
+    );
 }
 
 #[test]
@@ -257,26 +345,81 @@ fn unknown_fields_survive_untouched() {
     assert_eq!(spec["futurePodField"], json!({"nested": true}));
     assert_eq!(spec["securityContext"]["futureKnob"], "x");
     assert_eq!(spec["containers"][0]["futureContainerField"], 7);
-    assert_eq!(spec["containers"][0]["securityContext"]["futureContainerKnob"], json!({"deep": [1]}));
+    assert_eq!(
+        spec["containers"][0]["securityContext"]["futureContainerKnob"],
+        json!({"deep": [1]})
+    );
     assert_eq!(patched["status"], json!({"futureStatus": "y"}));
 }
 
 #[test]
 fn every_unfixable_category_is_denied_with_its_field() {
     let cases = [
-        (json!({"hostNetwork": true, "containers": [{"name": "a"}]}), "spec.hostNetwork", "Host Namespaces"),
-        (json!({"hostPID": true, "containers": [{"name": "a"}]}), "spec.hostPID", "Host Namespaces"),
-        (json!({"hostIPC": true, "containers": [{"name": "a"}]}), "spec.hostIPC", "Host Namespaces"),
-        (json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}], "containers": [{"name": "a"}]}), "spec.volumes[0].hostPath", "HostPath Volumes"),
-        (json!({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}], "containers": [{"name": "a"}]}), "spec.volumes[0].nfs", "Volume Types"),
-        (json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}), "spec.containers[0].securityContext.privileged", "Privileged Containers"),
-        (json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 80}]}]}), "spec.containers[0].ports[0].hostPort", "HostPorts"),
-        (json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}, "containers": [{"name": "a"}]}), "spec.securityContext.sysctls[0]", "Sysctls"),
-        (json!({"containers": [{"name": "a", "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]}), "spec.containers[0].securityContext.seLinuxOptions.type", "SELinux"),
-        (json!({"securityContext": {"seLinuxOptions": {"user": "root"}}, "containers": [{"name": "a"}]}), "spec.securityContext.seLinuxOptions.user", "SELinux"),
-        (json!({"containers": [{"name": "a", "securityContext": {"procMount": "Unmasked"}}]}), "spec.containers[0].securityContext.procMount", "/proc Mount Type"),
-        (json!({"containers": [{"name": "a", "securityContext": {"windowsOptions": {"hostProcess": true}}}]}), "spec.containers[0].securityContext.windowsOptions.hostProcess", "HostProcess"),
-        (json!({"initContainers": [{"name": "i", "securityContext": {"appArmorProfile": {"type": "Unconfined"}}}], "containers": [{"name": "a"}]}), "spec.initContainers[0].securityContext.appArmorProfile.type", "AppArmor"),
+        (
+            json!({"hostNetwork": true, "containers": [{"name": "a"}]}),
+            "spec.hostNetwork",
+            "Host Namespaces",
+        ),
+        (
+            json!({"hostPID": true, "containers": [{"name": "a"}]}),
+            "spec.hostPID",
+            "Host Namespaces",
+        ),
+        (
+            json!({"hostIPC": true, "containers": [{"name": "a"}]}),
+            "spec.hostIPC",
+            "Host Namespaces",
+        ),
+        (
+            json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}], "containers": [{"name": "a"}]}),
+            "spec.volumes[0].hostPath",
+            "HostPath Volumes",
+        ),
+        (
+            json!({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}], "containers": [{"name": "a"}]}),
+            "spec.volumes[0].nfs",
+            "Volume Types",
+        ),
+        (
+            json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}),
+            "spec.containers[0].securityContext.privileged",
+            "Privileged Containers",
+        ),
+        (
+            json!({"containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 80}]}]}),
+            "spec.containers[0].ports[0].hostPort",
+            "HostPorts",
+        ),
+        (
+            json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}, "containers": [{"name": "a"}]}),
+            "spec.securityContext.sysctls[0]",
+            "Sysctls",
+        ),
+        (
+            json!({"containers": [{"name": "a", "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]}),
+            "spec.containers[0].securityContext.seLinuxOptions.type",
+            "SELinux",
+        ),
+        (
+            json!({"securityContext": {"seLinuxOptions": {"user": "root"}}, "containers": [{"name": "a"}]}),
+            "spec.securityContext.seLinuxOptions.user",
+            "SELinux",
+        ),
+        (
+            json!({"containers": [{"name": "a", "securityContext": {"procMount": "Unmasked"}}]}),
+            "spec.containers[0].securityContext.procMount",
+            "/proc Mount Type",
+        ),
+        (
+            json!({"containers": [{"name": "a", "securityContext": {"windowsOptions": {"hostProcess": true}}}]}),
+            "spec.containers[0].securityContext.windowsOptions.hostProcess",
+            "HostProcess",
+        ),
+        (
+            json!({"initContainers": [{"name": "i", "securityContext": {"appArmorProfile": {"type": "Unconfined"}}}], "containers": [{"name": "a"}]}),
+            "spec.initContainers[0].securityContext.appArmorProfile.type",
+            "AppArmor",
+        ),
     ];
     for (spec, field, check) in cases {
         let denial = deny(&pod(spec));
@@ -294,7 +437,10 @@ fn apparmor_annotation_unconfined_is_denied() {
     object["metadata"]["annotations"] =
         json!({"container.apparmor.security.beta.kubernetes.io/a": "unconfined"});
     let denial = deny(&object);
-    assert_eq!(denial.findings[0].field, "metadata.annotations[container.apparmor.security.beta.kubernetes.io/a]");
+    assert_eq!(
+        denial.findings[0].field,
+        "metadata.annotations[container.apparmor.security.beta.kubernetes.io/a]"
+    );
 }
 
 #[test]
@@ -315,18 +461,45 @@ fn remove_action_strips_what_cannot_be_fixed_and_warns() {
     let (outcome, patched) = admit_with(&policy, &object);
     let spec = &patched["spec"];
     assert!(spec.get("hostNetwork").is_none());
-    assert_eq!(spec["volumes"], json!([{"name": "cfg", "configMap": {"name": "c"}}]));
-    assert_eq!(spec["containers"][0]["volumeMounts"], json!([{"name": "cfg", "mountPath": "/c"}]));
-    assert!(spec["containers"][0]["securityContext"].get("privileged").is_none());
-    assert_eq!(spec["containers"][0]["ports"], json!([{"containerPort": 80}]));
-    assert!(outcome.changes.iter().any(|c| c.what.starts_with("removed volume \"host\"")));
+    assert_eq!(
+        spec["volumes"],
+        json!([{"name": "cfg", "configMap": {"name": "c"}}])
+    );
+    assert_eq!(
+        spec["containers"][0]["volumeMounts"],
+        json!([{"name": "cfg", "mountPath": "/c"}])
+    );
+    assert!(
+        spec["containers"][0]["securityContext"]
+            .get("privileged")
+            .is_none()
+    );
+    assert_eq!(
+        spec["containers"][0]["ports"],
+        json!([{"containerPort": 80}])
+    );
+    assert!(
+        outcome
+            .changes
+            .iter()
+            .any(|c| c.what.starts_with("removed volume \"host\""))
+    );
 }
 
 #[test]
 fn windows_pods_get_only_what_applies_to_them() {
-    let (_, patched) = admit(&pod(json!({"os": {"name": "windows"}, "containers": [{"name": "a"}]})));
-    assert_eq!(patched["spec"]["securityContext"], json!({"runAsNonRoot": true}));
-    assert!(patched["spec"]["containers"][0].get("securityContext").is_none());
+    let (_, patched) = admit(&pod(
+        json!({"os": {"name": "windows"}, "containers": [{"name": "a"}]}),
+    ));
+    assert_eq!(
+        patched["spec"]["securityContext"],
+        json!({"runAsNonRoot": true})
+    );
+    assert!(
+        patched["spec"]["containers"][0]
+            .get("securityContext")
+            .is_none()
+    );
 }
 
 // ---- The Rancher agent profile ----
@@ -349,14 +522,32 @@ fn rancher_main_agent_gets_exact_mounts_strips_and_sysctl() {
     // CATTLE_CA_CHECKSUM is empty: no /etc/kubernetes, /etc/docker; local-catalogs/v2 is mounted: no seed.
     assert_eq!(
         mounts(agent),
-        ["/var/lib/rancher-data/local-catalogs/v2", "/cattle-credentials", "/tmp", "/var/lib/rancher"]
+        [
+            "/var/lib/rancher-data/local-catalogs/v2",
+            "/cattle-credentials",
+            "/tmp",
+            "/var/lib/rancher"
+        ]
     );
     assert_eq!(agent["securityContext"]["readOnlyRootFilesystem"], true);
     let copy = container(spec, "initContainers", "rancher-charts-copy");
     assert_eq!(copy["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(spec["initContainers"].as_array().map(Vec::len), Some(1));
-    let volumes: Vec<&str> = spec["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
-    assert_eq!(volumes, ["rancher-charts", "cattle-credentials", "restrictor-tmp", "restrictor-var-lib-rancher"]);
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "rancher-charts",
+            "cattle-credentials",
+            "restrictor-tmp",
+            "restrictor-var-lib-rancher"
+        ]
+    );
 }
 
 #[test]
@@ -367,16 +558,39 @@ fn rancher_v2_14_agent_with_private_ca_gets_ca_paths_and_a_seeded_catalog() {
     let agent = container(spec, "containers", "cluster-register");
     assert_eq!(
         mounts(agent),
-        ["/cattle-credentials", "/tmp", "/var/lib/rancher", "/etc/kubernetes", "/etc/docker", "/var/lib/rancher-data/local-catalogs"]
+        [
+            "/cattle-credentials",
+            "/tmp",
+            "/var/lib/rancher",
+            "/etc/kubernetes",
+            "/etc/docker",
+            "/var/lib/rancher-data/local-catalogs"
+        ]
     );
     // The control-plane tolerations Rancher adds by default are gone, and no empty list is left behind
     // only if there were no others.
     let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    assert!(tolerations.iter().all(|t| !t["key"].as_str().unwrap_or_default().starts_with("node-role")));
+    assert!(tolerations.iter().all(|t| {
+        !t["key"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("node-role")
+    }));
     let seed = container(spec, "initContainers", "restrictor-seed-local-catalogs");
     assert_eq!(seed["image"], agent["image"]);
-    assert_eq!(seed["command"], json!(["cp", "-R", "/var/lib/rancher-data/local-catalogs/.", "/restrictor-seed"]));
-    assert_eq!(seed["volumeMounts"], json!([{"name": "restrictor-var-lib-rancher-data-local-catalogs", "mountPath": "/restrictor-seed"}]));
+    assert_eq!(
+        seed["command"],
+        json!([
+            "cp",
+            "-R",
+            "/var/lib/rancher-data/local-catalogs/.",
+            "/restrictor-seed"
+        ])
+    );
+    assert_eq!(
+        seed["volumeMounts"],
+        json!([{"name": "restrictor-var-lib-rancher-data-local-catalogs", "mountPath": "/restrictor-seed"}])
+    );
     assert_eq!(seed["securityContext"]["readOnlyRootFilesystem"], true);
 }
 
@@ -385,7 +599,12 @@ fn the_agent_image_and_container_names_never_change() {
     for text in [MAIN_IMPORT, V2_14_IMPORT, REAPPLY] {
         let object = agent_deployment(text);
         let (outcome, patched) = admit(&object);
-        assert!(!outcome.patch.iter().any(|op| op.path().ends_with("/image") || op.path().ends_with("/name")));
+        assert!(
+            !outcome
+                .patch
+                .iter()
+                .any(|op| op.path().ends_with("/image") || op.path().ends_with("/name"))
+        );
         let before = &object["spec"]["template"]["spec"]["containers"];
         let after = &patched["spec"]["template"]["spec"]["containers"];
         assert_eq!(before[0]["image"], after[0]["image"]);
@@ -399,20 +618,32 @@ fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
     let object = agent_deployment(REAPPLY);
     let (_, mutated) = admit(&object);
     let mut reapplied = mutated.clone();
-    reapplied["spec"]["template"]["spec"]["affinity"] = object["spec"]["template"]["spec"]["affinity"].clone();
-    reapplied["spec"]["template"]["spec"]["tolerations"] = object["spec"]["template"]["spec"]["tolerations"].clone();
+    reapplied["spec"]["template"]["spec"]["affinity"] =
+        object["spec"]["template"]["spec"]["affinity"].clone();
+    reapplied["spec"]["template"]["spec"]["tolerations"] =
+        object["spec"]["template"]["spec"]["tolerations"].clone();
     let policy = Policy::builtin();
-    let outcome = evaluate(&policy, &reapplied, WorkloadKind::Deployment, "cattle-system",
-        Context { operation: Operation::Update, sub_resource: None })
-        .expect("profile")
-        .outcome;
+    let outcome = evaluate(
+        &policy,
+        &reapplied,
+        WorkloadKind::Deployment,
+        "cattle-system",
+        Context {
+            operation: Operation::Update,
+            sub_resource: None,
+        },
+    )
+    .expect("profile")
+    .outcome;
     let patched = apply(&reapplied, &outcome);
     assert_eq!(patched, mutated);
 }
 
 #[test]
 fn agent_on_host_network_gets_no_sysctl_and_is_denied() {
-    let text = include_str!("../../tests/fixtures/rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml");
+    let text = include_str!(
+        "../../tests/fixtures/rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml"
+    );
     let denial = deny(&agent_deployment(text));
     assert_eq!(denial.findings[0].field, "spec.template.spec.hostNetwork");
 }
@@ -422,7 +653,14 @@ fn the_agent_matched_by_image_outside_cattle_system_gets_the_agent_profile() {
     let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "elsewhere"},
         "spec": {"containers": [{"name": "agent", "image": "registry.local/rancher/rancher-agent:v2.14.4"}]}});
     let policy = Policy::builtin();
-    let evaluation = evaluate(&policy, &object, WorkloadKind::Pod, "elsewhere", Context::CREATE).expect("profile");
+    let evaluation = evaluate(
+        &policy,
+        &object,
+        WorkloadKind::Pod,
+        "elsewhere",
+        Context::CREATE,
+    )
+    .expect("profile");
     assert_eq!(evaluation.profile, "rancher-agent");
 }
 
@@ -432,29 +670,68 @@ fn the_agent_matched_by_image_outside_cattle_system_gets_the_agent_profile() {
 fn pod_update_is_never_patched_but_warns() {
     let object = pod(json!({"containers": [{"name": "a"}]}));
     let policy = Policy::builtin();
-    let update = Context { operation: Operation::Update, sub_resource: None };
-    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", update).expect("profile").outcome;
+    let update = Context {
+        operation: Operation::Update,
+        sub_resource: None,
+    };
+    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", update)
+        .expect("profile")
+        .outcome;
     assert!(outcome.patch.is_empty() && outcome.changes.is_empty() && outcome.denial.is_none());
-    assert!(outcome.warnings.iter().any(|w| w.starts_with("not changed (a Pod's spec is immutable)")), "{:?}", outcome.warnings);
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("not changed (a Pod's spec is immutable)")),
+        "{:?}",
+        outcome.warnings
+    );
 
-    let privileged = pod(json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}));
-    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", update).expect("profile").outcome;
-    assert!(outcome.denial.is_none(), "an existing pod's label change must not be blocked");
+    let privileged =
+        pod(json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}));
+    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", update)
+        .expect("profile")
+        .outcome;
+    assert!(
+        outcome.denial.is_none(),
+        "an existing pod's label change must not be blocked"
+    );
 }
 
 #[test]
 fn ephemeral_container_update_patches_only_ephemeral_containers() {
-    let object = pod(json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "image": "busybox"}]}));
+    let object = pod(
+        json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "image": "busybox"}]}),
+    );
     let policy = Policy::builtin();
-    let context = Context { operation: Operation::Update, sub_resource: Some("ephemeralcontainers") };
-    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", context).expect("profile").outcome;
+    let context = Context {
+        operation: Operation::Update,
+        sub_resource: Some("ephemeralcontainers"),
+    };
+    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", context)
+        .expect("profile")
+        .outcome;
     assert!(!outcome.patch.is_empty());
-    assert!(outcome.patch.iter().all(|op| op.path().starts_with("/spec/ephemeralContainers/0/")), "{:?}", outcome.patch);
+    assert!(
+        outcome
+            .patch
+            .iter()
+            .all(|op| op.path().starts_with("/spec/ephemeralContainers/0/")),
+        "{:?}",
+        outcome.patch
+    );
     apply(&object, &outcome);
 
-    let privileged = pod(json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "securityContext": {"privileged": true}}]}));
-    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", context).expect("profile").outcome;
-    assert_eq!(outcome.denial.expect("denied").findings[0].field, "spec.ephemeralContainers[0].securityContext.privileged");
+    let privileged = pod(
+        json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "securityContext": {"privileged": true}}]}),
+    );
+    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", context)
+        .expect("profile")
+        .outcome;
+    assert_eq!(
+        outcome.denial.expect("denied").findings[0].field,
+        "spec.ephemeralContainers[0].securityContext.privileged"
+    );
 }
 
 #[test]
@@ -463,19 +740,34 @@ fn job_template_update_is_not_patched_but_cronjob_is() {
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": template}});
     let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": template}}}});
     let policy = Policy::builtin();
-    let update = Context { operation: Operation::Update, sub_resource: None };
-    let job_outcome = evaluate(&policy, &job, WorkloadKind::Job, "apps", update).expect("profile").outcome;
+    let update = Context {
+        operation: Operation::Update,
+        sub_resource: None,
+    };
+    let job_outcome = evaluate(&policy, &job, WorkloadKind::Job, "apps", update)
+        .expect("profile")
+        .outcome;
     assert!(job_outcome.patch.is_empty() && !job_outcome.warnings.is_empty());
-    let cron_outcome = evaluate(&policy, &cron, WorkloadKind::CronJob, "apps", update).expect("profile").outcome;
+    let cron_outcome = evaluate(&policy, &cron, WorkloadKind::CronJob, "apps", update)
+        .expect("profile")
+        .outcome;
     assert!(!cron_outcome.patch.is_empty());
 }
 
 #[test]
 fn a_policy_with_action_remove_for_unsafe_sysctls_removes_them() {
-    let policy = Policy::from_yaml("profiles:\n  p:\n    unfixable: {sysctls: remove}\nrules: [{name: all, profile: p}]\n").expect("policy");
-    let object = pod(json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}, {"name": "net.ipv4.tcp_syncookies", "value": "1"}]}, "containers": [{"name": "a"}]}));
+    let policy = Policy::from_yaml(
+        "profiles:\n  p:\n    unfixable: {sysctls: remove}\nrules: [{name: all, profile: p}]\n",
+    )
+    .expect("policy");
+    let object = pod(
+        json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}, {"name": "net.ipv4.tcp_syncookies", "value": "1"}]}, "containers": [{"name": "a"}]}),
+    );
     let (_, patched) = admit_with(&policy, &object);
-    assert_eq!(patched["spec"]["securityContext"]["sysctls"], json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}]));
+    assert_eq!(
+        patched["spec"]["securityContext"]["sysctls"],
+        json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}])
+    );
 }
 
 #[test]

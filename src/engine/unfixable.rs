@@ -29,7 +29,10 @@ fn handle(m: &mut Mutation<'_>, offence: Offence<'_>) {
         Action::Deny => m.deny(offence.field, offence.scope, offence.check, offence.reason),
         Action::Remove => {
             if m.editor.remove(&offence.pointer) {
-                m.change(offence.scope, format!("removed {} ({})", offence.removed, offence.reason));
+                m.change(
+                    offence.scope,
+                    format!("removed {} ({})", offence.removed, offence.reason),
+                );
             }
         }
     }
@@ -83,7 +86,10 @@ fn volumes(m: &mut Mutation<'_>) {
         .filter_map(|(index, volume)| {
             let kind = volume_type(volume)?;
             (!pss::RESTRICTED_VOLUME_TYPES.contains(&kind)).then(|| {
-                let name = volume.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = volume
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 (index, name.to_owned(), kind.to_owned())
             })
         })
@@ -106,7 +112,10 @@ fn volumes(m: &mut Mutation<'_>) {
             Action::Remove => {
                 remove_mounts_of(m, &name);
                 m.editor.remove(&format!("/spec/volumes/{index}"));
-                m.change(Scope::Pod, format!("removed volume {name:?} ({kind}) and its mounts"));
+                m.change(
+                    Scope::Pod,
+                    format!("removed volume {name:?} ({kind}) and its mounts"),
+                );
             }
         }
     }
@@ -142,7 +151,10 @@ fn unsafe_sysctls(m: &mut Mutation<'_>) {
         .flatten()
         .enumerate()
         .filter_map(|(index, sysctl)| {
-            let name = sysctl.get("name").and_then(Value::as_str).unwrap_or_default();
+            let name = sysctl
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             (!pss::SAFE_SYSCTLS.contains(&name)).then(|| (index, name.to_owned()))
         })
         .collect();
@@ -167,55 +179,78 @@ fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope
     let sc = m.editor.get(base).cloned().unwrap_or(Value::Null);
 
     if let Some(options) = sc.get("seLinuxOptions") {
-        let selinux_type = options.get("type").and_then(Value::as_str).unwrap_or_default();
+        let selinux_type = options
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !pss::SELINUX_TYPES.contains(&selinux_type) {
-            handle(m, Offence {
-                action: unfixable.se_linux,
-                pointer: format!("{base}/seLinuxOptions/type"),
-                field: format!("{field}.seLinuxOptions.type"),
-                scope: scope.clone(),
-                check: "SELinux",
-                reason: format!("SELinux type {selinux_type:?} is not allowed"),
-                removed: "seLinuxOptions.type",
-            });
-        }
-        for key in ["user", "role"] {
-            if options.get(key).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
-                handle(m, Offence {
+            handle(
+                m,
+                Offence {
                     action: unfixable.se_linux,
-                    pointer: format!("{base}/seLinuxOptions/{key}"),
-                    field: format!("{field}.seLinuxOptions.{key}"),
+                    pointer: format!("{base}/seLinuxOptions/type"),
+                    field: format!("{field}.seLinuxOptions.type"),
                     scope: scope.clone(),
                     check: "SELinux",
-                    reason: format!("a custom SELinux {key} is not allowed"),
-                    removed: key,
-                });
+                    reason: format!("SELinux type {selinux_type:?} is not allowed"),
+                    removed: "seLinuxOptions.type",
+                },
+            );
+        }
+        for key in ["user", "role"] {
+            if options
+                .get(key)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+            {
+                handle(
+                    m,
+                    Offence {
+                        action: unfixable.se_linux,
+                        pointer: format!("{base}/seLinuxOptions/{key}"),
+                        field: format!("{field}.seLinuxOptions.{key}"),
+                        scope: scope.clone(),
+                        check: "SELinux",
+                        reason: format!("a custom SELinux {key} is not allowed"),
+                        removed: key,
+                    },
+                );
             }
         }
     }
-    if sc.pointer("/windowsOptions/hostProcess").and_then(Value::as_bool) == Some(true) {
-        handle(m, Offence {
-            action: unfixable.host_process,
-            pointer: format!("{base}/windowsOptions/hostProcess"),
-            field: format!("{field}.windowsOptions.hostProcess"),
-            scope: scope.clone(),
-            check: "HostProcess",
-            reason: "Windows host processes run with the host's privileges".to_owned(),
-            removed: "windowsOptions.hostProcess",
-        });
+    if sc
+        .pointer("/windowsOptions/hostProcess")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        handle(
+            m,
+            Offence {
+                action: unfixable.host_process,
+                pointer: format!("{base}/windowsOptions/hostProcess"),
+                field: format!("{field}.windowsOptions.hostProcess"),
+                scope: scope.clone(),
+                check: "HostProcess",
+                reason: "Windows host processes run with the host's privileges".to_owned(),
+                removed: "windowsOptions.hostProcess",
+            },
+        );
     }
     if let Some(kind) = sc.pointer("/appArmorProfile/type").and_then(Value::as_str)
         && !matches!(kind, "RuntimeDefault" | "Localhost")
     {
-        handle(m, Offence {
-            action: unfixable.app_armor,
-            pointer: format!("{base}/appArmorProfile"),
-            field: format!("{field}.appArmorProfile.type"),
-            scope: scope.clone(),
-            check: "AppArmor",
-            reason: format!("AppArmor profile {kind:?} is not allowed"),
-            removed: "appArmorProfile",
-        });
+        handle(
+            m,
+            Offence {
+                action: unfixable.app_armor,
+                pointer: format!("{base}/appArmorProfile"),
+                field: format!("{field}.appArmorProfile.type"),
+                scope: scope.clone(),
+                check: "AppArmor",
+                reason: format!("AppArmor profile {kind:?} is not allowed"),
+                removed: "appArmorProfile",
+            },
+        );
     }
 }
 
@@ -243,15 +278,18 @@ fn apparmor_annotations(m: &mut Mutation<'_>) {
         None => "metadata".to_owned(),
     };
     for (key, value) in offending {
-        handle(m, Offence {
-            action: m.profile.unfixable.app_armor,
-            pointer: format!("/metadata/annotations/{}", escape(&key)),
-            field: format!("{metadata_path}.annotations[{key}]"),
-            scope: Scope::Pod,
-            check: "AppArmor",
-            reason: format!("AppArmor profile {value:?} is not allowed"),
-            removed: "AppArmor annotation",
-        });
+        handle(
+            m,
+            Offence {
+                action: m.profile.unfixable.app_armor,
+                pointer: format!("/metadata/annotations/{}", escape(&key)),
+                field: format!("{metadata_path}.annotations[{key}]"),
+                scope: Scope::Pod,
+                check: "AppArmor",
+                reason: format!("AppArmor profile {value:?} is not allowed"),
+                removed: "AppArmor annotation",
+            },
+        );
     }
 }
 
@@ -263,28 +301,34 @@ fn container_options(m: &mut Mutation<'_>, container: &ContainerAt) {
     let sc = m.editor.get(&base).cloned().unwrap_or(Value::Null);
 
     if sc.get("privileged").and_then(Value::as_bool) == Some(true) {
-        handle(m, Offence {
-            action: unfixable.privileged,
-            pointer: format!("{base}/privileged"),
-            field: format!("{field}.privileged"),
-            scope: scope.clone(),
-            check: "Privileged Containers",
-            reason: "privileged=true gives the container the host's devices".to_owned(),
-            removed: "privileged",
-        });
+        handle(
+            m,
+            Offence {
+                action: unfixable.privileged,
+                pointer: format!("{base}/privileged"),
+                field: format!("{field}.privileged"),
+                scope: scope.clone(),
+                check: "Privileged Containers",
+                reason: "privileged=true gives the container the host's devices".to_owned(),
+                removed: "privileged",
+            },
+        );
     }
     if let Some(mount) = sc.get("procMount").and_then(Value::as_str)
         && mount != "Default"
     {
-        handle(m, Offence {
-            action: unfixable.proc_mount,
-            pointer: format!("{base}/procMount"),
-            field: format!("{field}.procMount"),
-            scope: scope.clone(),
-            check: "/proc Mount Type",
-            reason: format!("procMount {mount:?} unmasks /proc"),
-            removed: "procMount",
-        });
+        handle(
+            m,
+            Offence {
+                action: unfixable.proc_mount,
+                pointer: format!("{base}/procMount"),
+                field: format!("{field}.procMount"),
+                scope: scope.clone(),
+                check: "/proc Mount Type",
+                reason: format!("procMount {mount:?} unmasks /proc"),
+                removed: "procMount",
+            },
+        );
     }
     security_context_options(m, &base, &field, &scope);
 
@@ -303,14 +347,17 @@ fn container_options(m: &mut Mutation<'_>, container: &ContainerAt) {
         })
         .collect();
     for (index, host_port) in host_ports {
-        handle(m, Offence {
-            action: unfixable.host_ports,
-            pointer: format!("{ports_pointer}/{index}/hostPort"),
-            field: format!("{}.ports[{index}].hostPort", container.field(m.spec_path)),
-            scope: scope.clone(),
-            check: "HostPorts",
-            reason: format!("hostPort {host_port} binds a port of the host"),
-            removed: "hostPort",
-        });
+        handle(
+            m,
+            Offence {
+                action: unfixable.host_ports,
+                pointer: format!("{ports_pointer}/{index}/hostPort"),
+                field: format!("{}.ports[{index}].hostPort", container.field(m.spec_path)),
+                scope: scope.clone(),
+                check: "HostPorts",
+                reason: format!("hostPort {host_port} binds a port of the host"),
+                removed: "hostPort",
+            },
+        );
     }
 }

@@ -32,9 +32,9 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
         // A workload that mounts something below the path manages that tree itself (Rancher main
         // mounts and seeds local-catalogs/v2): then the path is left alone in every container.
         if writable.skip_if_mounted_below
-            && containers
-                .iter()
-                .any(|c| mount_paths(m, c).any(|mount| is_at_or_below(mount, writable.path.as_str())))
+            && containers.iter().any(|c| {
+                mount_paths(m, c).any(|mount| is_at_or_below(mount, writable.path.as_str()))
+            })
         {
             continue;
         }
@@ -91,7 +91,9 @@ fn env_is_set(container: &Value, variable: &str) -> bool {
         .flatten()
         .filter(|env| env.get("name").and_then(Value::as_str) == Some(variable))
         .any(|env| {
-            env.get("value").and_then(Value::as_str).is_some_and(|v| !v.is_empty())
+            env.get("value")
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
                 || env.get("valueFrom").is_some()
         })
 }
@@ -103,7 +105,10 @@ fn mount(m: &mut Mutation<'_>, container: &ContainerAt, writable: &WritablePath)
         &format!("{}/volumeMounts", container.pointer()),
         json!({"name": volume, "mountPath": path}),
     );
-    m.change(container.scope(), format!("writable emptyDir {volume:?} at {path}"));
+    m.change(
+        container.scope(),
+        format!("writable emptyDir {volume:?} at {path}"),
+    );
     if created && writable.seed_from_image {
         seed(m, container, path, &volume);
     }
@@ -136,9 +141,9 @@ fn volume_for(m: &mut Mutation<'_>, path: &str) -> (String, bool) {
             None => break,
         }
     }
+    // No change line of its own: the mount's line names the volume.
     m.editor
         .push("/spec/volumes", json!({"name": candidate, "emptyDir": {}}));
-    m.change(Scope::Pod, format!("added emptyDir volume {candidate:?}"));
     (candidate, true)
 }
 
@@ -147,7 +152,10 @@ fn seed(m: &mut Mutation<'_>, container: &ContainerAt, path: &str, volume: &str)
     let Some(spec) = m.editor.get(&container.pointer()) else {
         return;
     };
-    let image = spec.get("image").and_then(Value::as_str).unwrap_or_default();
+    let image = spec
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if image.is_empty() {
         m.change(
             container.scope(),
@@ -214,7 +222,10 @@ mod tests {
 
     #[test]
     fn names_are_dns_labels() {
-        assert_eq!(dns_label("restrictor-var-lib-rancher"), "restrictor-var-lib-rancher");
+        assert_eq!(
+            dns_label("restrictor-var-lib-rancher"),
+            "restrictor-var-lib-rancher"
+        );
         assert_eq!(dns_label("restrictor-Var_lib..x"), "restrictor-var-lib-x");
         let long = dns_label(&format!("restrictor-{}", "a/".repeat(60)));
         assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");

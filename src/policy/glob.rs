@@ -72,7 +72,11 @@ mod tests {
             ("cattle-*", "cattle-", true),
             ("cattle-*", "kube-system", false),
             ("*/rancher-agent:*", "rancher/rancher-agent:v2.14.4", true),
-            ("*/rancher-agent:*", "registry.local:5000/rancher/rancher-agent:v2.9", true),
+            (
+                "*/rancher-agent:*",
+                "registry.local:5000/rancher/rancher-agent:v2.9",
+                true,
+            ),
             ("*/rancher-agent:*", "rancher/rancher-agent", false),
             ("*/rancher-agent:*", "rancher-agent:v2", false),
             ("*/rancher-agent:*", "rancher/rancher-agent-x:v2", false),
@@ -84,7 +88,11 @@ mod tests {
             ("*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
         ];
         for (pattern, text, expected) in cases {
-            assert_eq!(Glob::new(pattern).matches(text), expected, "{pattern} vs {text}");
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                expected,
+                "{pattern} vs {text}"
+            );
         }
     }
 }

@@ -326,23 +326,23 @@ impl Policy {
 
     /// Parses and validates a policy; errors name the field and line.
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile =
-            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(
-                |error| {
-                    let path = error.path().to_string();
-                    let inner = error.into_inner();
-                    // serde_yaml_ng prefixes its message with the part of the path it tracked itself.
-                    let message = inner.to_string();
-                    let message = message
-                        .strip_prefix(&format!("{path}: "))
-                        .map_or(message.clone(), str::to_owned);
-                    PolicyError::Invalid(if path == "." {
-                        message
-                    } else {
-                        format!("{path}: {message}")
-                    })
-                },
-            )?;
+        let file: PolicyFile = serde_path_to_error::deserialize(
+            serde_yaml_ng::Deserializer::from_str(text),
+        )
+        .map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            // serde_yaml_ng prefixes its message with the part of the path it tracked itself.
+            let message = inner.to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map_or(message.clone(), str::to_owned);
+            PolicyError::Invalid(if path == "." {
+                message
+            } else {
+                format!("{path}: {message}")
+            })
+        })?;
         Self::validate(file, text)
     }
 
@@ -424,7 +424,10 @@ impl Policy {
     /// The first rule matching `subject`, with its profile; `None` when no rule matches or the rule
     /// says `profile: none`.
     pub fn select(&self, subject: &Subject<'_>) -> Option<Selection<'_>> {
-        let rule = self.rules.iter().find(|rule| rule.matcher.matches(subject))?;
+        let rule = self
+            .rules
+            .iter()
+            .find(|rule| rule.matcher.matches(subject))?;
         let (profile_name, profile) = self.profiles.get_key_value(&rule.profile)?;
         Some(Selection {
             rule: &rule.name,
@@ -511,7 +514,12 @@ mod tests {
         let no_images: [&str; 0] = [];
         let agent_image = ["busybox:1", "rancher/rancher-agent:v2.14.4"];
 
-        let by_label = policy.select(&subject("cattle-system", "Deployment", agent_labels, &no_images));
+        let by_label = policy.select(&subject(
+            "cattle-system",
+            "Deployment",
+            agent_labels,
+            &no_images,
+        ));
         assert_eq!(by_label.map(|s| s.profile_name), Some("rancher-agent"));
 
         let by_image = policy.select(&subject("elsewhere", "Pod", None, &agent_image));
@@ -528,8 +536,16 @@ mod tests {
         )
         .expect("policy");
         let no_images: [&str; 0] = [];
-        assert!(policy.select(&subject("team-a", "Pod", None, &no_images)).is_none());
-        assert!(policy.select(&subject("other", "Pod", None, &no_images)).is_some());
+        assert!(
+            policy
+                .select(&subject("team-a", "Pod", None, &no_images))
+                .is_none()
+        );
+        assert!(
+            policy
+                .select(&subject("other", "Pod", None, &no_images))
+                .is_some()
+        );
     }
 
     #[test]
@@ -539,8 +555,16 @@ mod tests {
         )
         .expect("policy");
         let no_images: [&str; 0] = [];
-        assert!(policy.select(&subject("a", "Pod", None, &no_images)).is_none());
-        assert!(policy.select(&subject("a", "Deployment", None, &no_images)).is_some());
+        assert!(
+            policy
+                .select(&subject("a", "Pod", None, &no_images))
+                .is_none()
+        );
+        assert!(
+            policy
+                .select(&subject("a", "Deployment", None, &no_images))
+                .is_some()
+        );
     }
 
     #[test]
@@ -561,10 +585,14 @@ mod tests {
     #[test]
     fn wrong_action_and_unsafe_sysctl_and_relative_path_are_rejected() {
         let message = error_of("profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n");
-        assert!(message.contains("privileged") && message.contains("allow"), "{message}");
+        assert!(
+            message.contains("privileged") && message.contains("allow"),
+            "{message}"
+        );
 
-        let message =
-            error_of("profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n");
+        let message = error_of(
+            "profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n",
+        );
         assert!(message.contains("kernel.msgmax"), "{message}");
 
         let message = error_of("profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n");
