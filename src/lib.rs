@@ -3,5 +3,6 @@
 
 pub mod admission;
 pub mod certs;
+pub mod cluster;
 pub mod policy;
 pub mod workload;
