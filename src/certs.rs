@@ -233,6 +233,18 @@ fn dns_sans(pem: &str) -> Result<Vec<String>, CertError> {
     })
 }
 
+/// `dns_names` plus the names the current serving certificate already carries: two replicas
+/// configured with different names (during a rename) converge instead of renewing in turn forever.
+fn keep_names(current_serving: &str, dns_names: &[String]) -> Vec<String> {
+    let mut names = dns_names.to_vec();
+    for san in dns_sans(current_serving).unwrap_or_default() {
+        if !names.contains(&san) {
+            names.push(san);
+        }
+    }
+    names
+}
+
 /// Raw DER of the issuer (for a leaf) or subject (for a CA) name, to match a certificate to its CA.
 fn issuer_raw(pem: &str) -> Result<Vec<u8>, CertError> {
     with_first_cert(pem, "serving certificate", |c| {
@@ -352,7 +364,17 @@ pub fn plan(
     let mut waiting_for_injection = false;
     match state.phase() {
         Phase::CaSwitched => {
-            let retire = state.retire_previous_after.unwrap_or(now);
+            // Without the annotation, the previous CA's own expiry is a safe bound: nothing it
+            // signed outlives it.
+            let retire = state
+                .retire_previous_after
+                .or_else(|| {
+                    let prev = state.previous_ca_cert.as_deref()?;
+                    parse_validity(prev)
+                        .ok()
+                        .map(|v| v.not_after + Duration::seconds(1))
+                })
+                .unwrap_or(now);
             if now >= retire {
                 return step_now(Step::RetirePreviousCa);
             }
@@ -367,7 +389,15 @@ pub fn plan(
                 // A broken next CA: start the overlap again with a fresh one.
                 return step_now(Step::StartCaOverlap);
             }
-            let switch_at = state.overlap_since.unwrap_or(now) + policy.propagation_delay;
+            // Without the annotation (edited by hand), the next CA's own notBefore tells when the
+            // overlap began.
+            let since = state.overlap_since.or_else(|| {
+                let next = state.next_ca.as_ref()?;
+                parse_validity(&next.cert)
+                    .ok()
+                    .map(|v| v.not_before + policy.backdate)
+            });
+            let switch_at = since.unwrap_or(now) + policy.propagation_delay;
             if bundle_injected && now >= switch_at {
                 return step_now(Step::SwitchCa);
             }
@@ -471,7 +501,8 @@ impl CertState {
         match step {
             Step::Regenerate => return Self::generate(dns_names, now, policy),
             Step::RenewServing => {
-                next.serving = issue_serving(&self.ca, dns_names, now, policy)?;
+                let names = keep_names(&self.serving.cert, dns_names);
+                next.serving = issue_serving(&self.ca, &names, now, policy)?;
             }
             Step::StartCaOverlap => {
                 next.next_ca = Some(generate_ca(now, policy)?);
@@ -490,7 +521,8 @@ impl CertState {
                     .map(|v| v.not_after)
                     .or_else(|_| parse_validity(&self.ca.cert).map(|v| v.not_after))?
                     + Duration::seconds(1);
-                next.serving = issue_serving(&new_ca, dns_names, now, policy)?;
+                let names = keep_names(&self.serving.cert, dns_names);
+                next.serving = issue_serving(&new_ca, &names, now, policy)?;
                 next.previous_ca_cert = Some(self.ca.cert.clone());
                 next.retire_previous_after = Some(retire);
                 next.ca = new_ca;
@@ -668,6 +700,9 @@ mod tests {
             plan(&s, &other, t0(), true, &p).step,
             Some(Step::RenewServing)
         );
+        let both = s.apply(Step::RenewServing, &other, t0(), &p).unwrap();
+        assert_eq!(plan(&both, &names(), t0(), true, &p).step, None);
+        assert_eq!(plan(&both, &other, t0(), true, &p).step, None);
         let renewed = s
             .apply(Step::RenewServing, &names(), v.renew_at(), &p)
             .unwrap();
@@ -734,6 +769,37 @@ mod tests {
             plan(&o, &names(), later, true, &p).step,
             Some(Step::SwitchCa)
         );
+    }
+
+    #[test]
+    fn missing_phase_annotations_fall_back_safely() {
+        let p = policy();
+        let s = CertState::generate(&names(), t0(), &p).unwrap();
+        let rotate_at = parse_validity(&s.ca.cert).unwrap().renew_at();
+        let s = s
+            .apply(Step::RenewServing, &names(), rotate_at, &p)
+            .unwrap();
+        let mut o = s
+            .apply(Step::StartCaOverlap, &names(), rotate_at, &p)
+            .unwrap();
+        o.overlap_since = None;
+        let pl = plan(&o, &names(), rotate_at, true, &p);
+        assert_eq!(pl.step, None);
+        assert_eq!(pl.next_deadline, Some(rotate_at + p.propagation_delay));
+        let switch_at = rotate_at + p.propagation_delay;
+        let mut sw = o.apply(Step::SwitchCa, &names(), switch_at, &p).unwrap();
+        sw.retire_previous_after = None;
+        let prev_expiry = parse_validity(sw.previous_ca_cert.as_deref().unwrap())
+            .unwrap()
+            .not_after;
+        let late = prev_expiry - Duration::hours(1);
+        let sw = sw.apply(Step::RenewServing, &names(), late, &p).unwrap();
+        let pl = plan(&sw, &names(), late, true, &p);
+        assert_eq!(
+            pl.step, None,
+            "the previous CA is kept until its own expiry"
+        );
+        assert_eq!(pl.next_deadline, Some(prev_expiry + Duration::seconds(1)));
     }
 
     /// Drives the schedule over two CA lifetimes with a replica that lags one state behind and

@@ -226,6 +226,11 @@ where
                         match result {
                             Ok(_) => {
                                 info!(workload = %workload, restarted_at = %stamp, "non-compliant workload restarted so its pods pass the webhook");
+                                if value.pointer("/spec/updateStrategy/type")
+                                    == Some(&Value::String("OnDelete".into()))
+                                {
+                                    warn!(workload = %workload, "updateStrategy OnDelete: its pods are replaced only when deleted");
+                                }
                                 report.restarted.push(workload);
                             }
                             Err(e @ ClusterError::Forbidden { .. }) => return Err(e),
