@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod manifest;
 pub mod patch;

@@ -13,55 +13,84 @@ use restrictor::policy::{BUILTIN_YAML, Policy};
 use restrictor::pss::{self, Level};
 use restrictor::workload::WorkloadKind;
 
-fn opt<T: Clone + std::fmt::Debug + 'static>(values: &[T]) -> impl Strategy<Value = Option<T>> + use<T> {
+fn opt<T: Clone + std::fmt::Debug + 'static>(
+    values: &[T],
+) -> impl Strategy<Value = Option<T>> + use<T> {
     proptest::option::of(proptest::sample::select(values.to_vec()))
 }
 
 fn security_context() -> impl Strategy<Value = Value> {
     (
-        (opt(&[0i64, 1, 1000, 65534]), opt(&[true, false]), opt(&[true, false]), opt(&[true, false])),
+        (
+            opt(&[0i64, 1, 1000, 65534]),
+            opt(&[true, false]),
+            opt(&[true, false]),
+            opt(&[true, false]),
+        ),
         (
             opt(&[vec!["ALL"], vec!["all"], vec!["NET_RAW"], vec![]]),
-            opt(&[vec!["NET_BIND_SERVICE"], vec!["NET_ADMIN"], vec!["SYS_ADMIN", "NET_BIND_SERVICE"], vec!["CHOWN"]]),
+            opt(&[
+                vec!["NET_BIND_SERVICE"],
+                vec!["NET_ADMIN"],
+                vec!["SYS_ADMIN", "NET_BIND_SERVICE"],
+                vec!["CHOWN"],
+            ]),
             opt(&["RuntimeDefault", "Unconfined", "Localhost"]),
             opt(&[true, false]),
         ),
-        (opt(&["Default", "Unmasked"]), opt(&["container_t", "spc_t"]), opt(&["Unconfined", "RuntimeDefault"]), any::<bool>()),
+        (
+            opt(&["Default", "Unmasked"]),
+            opt(&["container_t", "spc_t"]),
+            opt(&["Unconfined", "RuntimeDefault"]),
+            any::<bool>(),
+        ),
     )
-        .prop_map(|((user, non_root, escalation, privileged), (drop, add, seccomp, read_only), (proc_mount, selinux, apparmor, future))| {
-            let mut sc = Map::new();
-            let mut put = |key: &str, value: Option<Value>| {
-                if let Some(value) = value {
-                    sc.insert(key.to_owned(), value);
+        .prop_map(
+            |(
+                (user, non_root, escalation, privileged),
+                (drop, add, seccomp, read_only),
+                (proc_mount, selinux, apparmor, future),
+            )| {
+                let mut sc = Map::new();
+                let mut put = |key: &str, value: Option<Value>| {
+                    if let Some(value) = value {
+                        sc.insert(key.to_owned(), value);
+                    }
+                };
+                put("runAsUser", user.map(Value::from));
+                put("runAsNonRoot", non_root.map(Value::from));
+                put("allowPrivilegeEscalation", escalation.map(Value::from));
+                put("privileged", privileged.map(Value::from));
+                if drop.is_some() || add.is_some() {
+                    let mut caps = Map::new();
+                    if let Some(drop) = drop {
+                        caps.insert("drop".into(), json!(drop));
+                    }
+                    if let Some(add) = add {
+                        caps.insert("add".into(), json!(add));
+                    }
+                    put("capabilities", Some(Value::Object(caps)));
                 }
-            };
-            put("runAsUser", user.map(Value::from));
-            put("runAsNonRoot", non_root.map(Value::from));
-            put("allowPrivilegeEscalation", escalation.map(Value::from));
-            put("privileged", privileged.map(Value::from));
-            if drop.is_some() || add.is_some() {
-                let mut caps = Map::new();
-                if let Some(drop) = drop {
-                    caps.insert("drop".into(), json!(drop));
+                put(
+                    "seccompProfile",
+                    seccomp.map(|t| {
+                        if t == "Localhost" {
+                            json!({"type": t, "localhostProfile": "p.json"})
+                        } else {
+                            json!({"type": t})
+                        }
+                    }),
+                );
+                put("readOnlyRootFilesystem", read_only.map(Value::from));
+                put("procMount", proc_mount.map(Value::from));
+                put("seLinuxOptions", selinux.map(|t| json!({"type": t})));
+                put("appArmorProfile", apparmor.map(|t| json!({"type": t})));
+                if future {
+                    put("x-future-knob", Some(json!({"level": 3})));
                 }
-                if let Some(add) = add {
-                    caps.insert("add".into(), json!(add));
-                }
-                put("capabilities", Some(Value::Object(caps)));
-            }
-            put(
-                "seccompProfile",
-                seccomp.map(|t| if t == "Localhost" { json!({"type": t, "localhostProfile": "p.json"}) } else { json!({"type": t}) }),
-            );
-            put("readOnlyRootFilesystem", read_only.map(Value::from));
-            put("procMount", proc_mount.map(Value::from));
-            put("seLinuxOptions", selinux.map(|t| json!({"type": t})));
-            put("appArmorProfile", apparmor.map(|t| json!({"type": t})));
-            if future {
-                put("x-future-knob", Some(json!({"level": 3})));
-            }
-            Value::Object(sc)
-        })
+                Value::Object(sc)
+            },
+        )
 }
 
 fn container(index: usize) -> impl Strategy<Value = Value> {
@@ -69,7 +98,12 @@ fn container(index: usize) -> impl Strategy<Value = Value> {
         proptest::option::of(security_context()),
         opt(&["nginx:1", "rancher/rancher-agent:v2.14.4", ""]),
         opt(&["", "abc123"]),
-        opt(&["/tmp", "/var/lib/rancher-data/local-catalogs/v2", "/var", "/data"]),
+        opt(&[
+            "/tmp",
+            "/var/lib/rancher-data/local-catalogs/v2",
+            "/var",
+            "/data",
+        ]),
         opt(&[0i64, 8080]),
         any::<bool>(),
     )
@@ -212,7 +246,10 @@ fn future_fields(value: &Value, pointer: String, out: &mut Vec<(String, Value)>)
 
 fn policies() -> [Policy; 2] {
     let remove_all = BUILTIN_YAML.replace(": deny ", ": remove ");
-    [Policy::builtin(), Policy::from_yaml(&remove_all).expect("remove-all policy")]
+    [
+        Policy::builtin(),
+        Policy::from_yaml(&remove_all).expect("remove-all policy"),
+    ]
 }
 
 proptest! {

@@ -1,0 +1,188 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, so only one replica reconciles.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use time::{Duration, OffsetDateTime};
+use tracing::{debug, info};
+
+use super::errors::{ApiCall, ClusterError, call};
+use super::{Clock, system_clock};
+
+/// Configuration of [`LeaderElector`].
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease (restrictor's own).
+    pub namespace: String,
+    /// Name of the Lease (`--lease-name`).
+    pub lease_name: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// How long a holder that stops renewing keeps the lease (default 15 s).
+    pub lease_duration: Duration,
+    /// How often a candidate retries while another replica holds the lease (default 2 s).
+    pub retry_period: std::time::Duration,
+}
+
+impl LeaseConfig {
+    pub fn new(
+        namespace: impl Into<String>,
+        lease_name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            lease_name: lease_name.into(),
+            identity: identity.into(),
+            lease_duration: Duration::seconds(15),
+            retry_period: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+/// Acquires, renews and releases the Lease. Every update carries the `resourceVersion` read just
+/// before, so two candidates can never both win.
+pub struct LeaderElector {
+    api: Api<Lease>,
+    config: LeaseConfig,
+    clock: Clock,
+}
+
+fn micro(t: OffsetDateTime) -> Option<MicroTime> {
+    Timestamp::from_nanosecond(t.unix_timestamp_nanos())
+        .ok()
+        .map(MicroTime)
+}
+
+fn from_micro(t: &MicroTime) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
+}
+
+impl LeaderElector {
+    pub fn new(client: kube::Client, config: LeaseConfig) -> Self {
+        Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            clock: system_clock(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    fn call(&self, verb: &'static str) -> ApiCall {
+        ApiCall::new(verb, "coordination.k8s.io", "leases")
+            .name(&self.config.lease_name)
+            .namespace(&self.config.namespace)
+    }
+
+    /// Acquires the lease, or renews it when already held. `Ok(false)` while another replica holds
+    /// a lease that has not expired (or won a race for it).
+    pub async fn try_acquire(&self) -> Result<bool, ClusterError> {
+        let now = (self.clock)();
+        let name = &self.config.lease_name;
+        let me = &self.config.identity;
+        let duration_secs = i32::try_from(self.config.lease_duration.whole_seconds()).unwrap_or(15);
+        let Some(mut lease) = call(self.call("get"), self.api.get_opt(name)).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(self.config.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me.clone()),
+                    lease_duration_seconds: Some(duration_secs),
+                    acquire_time: micro(now),
+                    renew_time: micro(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match call(
+                self.call("create"),
+                self.api.create(&PostParams::default(), &lease),
+            )
+            .await
+            {
+                Ok(_) => {
+                    info!(lease = %name, identity = %me, "acquired the lease (created it)");
+                    Ok(true)
+                }
+                Err(e) if e.is_conflict() => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let held_by_me = holder.as_deref() == Some(me.as_str());
+        if !held_by_me && holder.is_some() {
+            let renewed = spec.renew_time.as_ref().and_then(from_micro);
+            let duration =
+                Duration::seconds(spec.lease_duration_seconds.unwrap_or(duration_secs).into());
+            if renewed.is_some_and(|r| now < r + duration) {
+                debug!(lease = %name, holder = ?holder, "the lease is held by another replica");
+                return Ok(false);
+            }
+        }
+        if !held_by_me {
+            spec.acquire_time = micro(now);
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(me.clone());
+        spec.lease_duration_seconds = Some(duration_secs);
+        spec.renew_time = micro(now);
+        match call(
+            self.call("update"),
+            self.api.replace(name, &PostParams::default(), &lease),
+        )
+        .await
+        {
+            Ok(_) => {
+                if !held_by_me {
+                    info!(lease = %name, identity = %me, previous = ?holder, "acquired the lease");
+                }
+                Ok(true)
+            }
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up (clears the holder) if this replica holds it.
+    pub async fn release(&self) -> Result<(), ClusterError> {
+        let name = &self.config.lease_name;
+        let Some(mut lease) = call(self.call("get"), self.api.get_opt(name)).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+        match call(
+            self.call("update"),
+            self.api.replace(name, &PostParams::default(), &lease),
+        )
+        .await
+        {
+            Ok(_) => {
+                info!(lease = %name, "released the lease");
+                Ok(())
+            }
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
