@@ -1,0 +1,87 @@
+//! The engine's cost per object: decide + build the patch, and the checker alone.
+//! `cargo bench --bench engine`; the target is under 20 µs for the Rancher agent Deployment.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+use restrictor::admission;
+use restrictor::engine::{self, Context};
+use restrictor::policy::Policy;
+use restrictor::pss::{self, Level};
+use restrictor::workload::WorkloadKind;
+
+fn agent_deployment() -> Value {
+    let text = include_str!("../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    restrictor::manifest::parse("agent", text)
+        .expect("fixture")
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("agent deployment")
+}
+
+fn pod_with_containers(count: usize) -> Value {
+    let containers: Vec<Value> = (0..count)
+        .map(|i| json!({"name": format!("c{i}"), "image": "nginx:1.27", "ports": [{"containerPort": 8080}],
+                        "env": [{"name": "A", "value": "b"}], "resources": {"limits": {"memory": "64Mi"}}}))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "apps"},
+           "spec": {"containers": containers}})
+}
+
+fn review_of(object: &Value, group: &str, kind: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "b7d5b0c2-1b4f-4a53-8c7e-0f3f1b2a9c11",
+                    "kind": {"group": group, "version": "v1", "kind": kind},
+                    "namespace": "cattle-system", "operation": "CREATE",
+                    "userInfo": {"username": "admin"}, "object": object}
+    }))
+    .expect("json")
+}
+
+fn benches(c: &mut Criterion) {
+    let policy = Policy::builtin();
+    let agent = agent_deployment();
+    let bare = pod_with_containers(1);
+    let wide = pod_with_containers(50);
+
+    let mut mutate = c.benchmark_group("mutate");
+    for (name, object, kind, namespace) in [
+        ("agent-deployment", &agent, WorkloadKind::Deployment, "cattle-system"),
+        ("bare-pod", &bare, WorkloadKind::Pod, "apps"),
+        ("pod-50-containers", &wide, WorkloadKind::Pod, "apps"),
+    ] {
+        mutate.bench_function(name, |b| {
+            b.iter(|| {
+                let evaluation = engine::evaluate(&policy, black_box(object), kind, namespace, Context::CREATE);
+                let patch = evaluation.map(|e| serde_json::to_vec(&e.outcome.patch));
+                black_box(patch)
+            })
+        });
+    }
+    mutate.finish();
+
+    let mut check = c.benchmark_group("check");
+    let agent_mutated = {
+        let outcome = engine::evaluate(&policy, &agent, WorkloadKind::Deployment, "cattle-system", Context::CREATE)
+            .expect("profile")
+            .outcome;
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(&outcome.patch).expect("ops")).expect("patch");
+        let mut patched = agent.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        patched
+    };
+    check.bench_function("agent-deployment-unmutated", |b| b.iter(|| black_box(pss::check_object(black_box(&agent), Level::Restricted))));
+    check.bench_function("agent-deployment-compliant", |b| b.iter(|| black_box(pss::check_object(black_box(&agent_mutated), Level::Restricted))));
+    check.finish();
+
+    let mut review = c.benchmark_group("review");
+    let body = review_of(&agent, "apps", "Deployment");
+    review.bench_function("agent-deployment", |b| b.iter(|| black_box(admission::review(black_box(&body), &policy))));
+    review.finish();
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);
