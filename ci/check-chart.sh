@@ -151,6 +151,13 @@ else
   bad "chart assertions"
 fi
 
+say "values documentation"
+if "${PYTHON}" "${REPO_ROOT}/ci/values_table.py" "${CHART}/values.yaml" "${CHART}/README.md"; then
+  ok "every value has a comment and the README values table is current"
+else
+  bad "values documentation (ci/values_table.py)"
+fi
+
 say "certs/gen-certs.sh output"
 c="${OUT_DIR}/certs"
 if [[ "$(stat -c %a "${c}/tls.key")" == "600" ]] \
