@@ -204,6 +204,15 @@ if [[ "${docker_cmd}" == "${CARGO_BUILD_CMD}" ]]; then
 else
   bad "Dockerfile build stage runs '${docker_cmd}', expected '${CARGO_BUILD_CMD}'"
 fi
+docker_rust="$(sed -nE 's/^FROM[[:space:]]+rust:([0-9]+\.[0-9]+)[-.].*/\1/p' "${dockerfile}" | head -1)"
+if command -v rustc >/dev/null; then
+  ci_rust="$(rustc --version | sed -E 's/^rustc ([0-9]+\.[0-9]+).*/\1/')"
+  if [[ "${docker_rust}" == "${ci_rust}" ]]; then
+    ok "Dockerfile builder rust:${docker_rust} = the toolchain here (rustc ${ci_rust})"
+  else
+    bad "Dockerfile builder rust:${docker_rust} differs from the toolchain here (rustc ${ci_rust})"
+  fi
+fi
 if [[ -f "${REPO_ROOT}/.ci/run" ]]; then
   if grep -qF -- "${CARGO_BUILD_CMD}" "${REPO_ROOT}/.ci/run"; then
     ok ".ci/run builds with '${CARGO_BUILD_CMD}' too"
