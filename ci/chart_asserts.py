@@ -172,6 +172,71 @@ def assert_webhook(scenario, docs, ns, expect, ca_bundle=None):
         check(("skip-update-without-spec-change" in names_mc) == noop, f"{scenario}: {h['name']} skip-noop conditions {names_mc}")
 
 
+def selector_matches(selector, labels):
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        val, op = labels.get(e["key"]), e["operator"]
+        if op == "In" and val not in e["values"]:
+            return False
+        if op == "NotIn" and val in e["values"]:
+            return False
+        if op == "Exists" and val is None:
+            return False
+        if op == "DoesNotExist" and val is not None:
+            return False
+    return True
+
+
+def namespace_condition(expression, namespace):
+    """Evaluate the chart's namespace-prefix matchConditions (the only ones that depend on the namespace)."""
+    for neg, tmpl in ((False, "request.namespace.startsWith('"), (True, "!request.namespace.startsWith('")):
+        if expression.startswith(tmpl) and expression.endswith("')"):
+            prefix = expression[len(tmpl):-2]
+            return namespace.startswith(prefix) != neg
+    return None  # not a namespace condition
+
+
+def assert_routing(scenario, docs, ns, expect):
+    """Which entry the API server would call, per namespace, as its namespaceSelector and the
+    namespace matchConditions say: at most one, the right failurePolicy, never the release namespace."""
+    mwc = one(docs, "MutatingWebhookConfiguration", scenario)
+    cases = {
+        ns: None,
+        "kube-system": "Ignore" if expect.get("kube_system", True) else None,
+        "cattle-system": "Fail", "cattle-fleet-system": "Fail", "cattle-impersonation-system": "Fail",
+        "cattle-monitoring-system": "Fail",
+        "default": expect.get("failure_policy", "Fail"), "team-x": expect.get("failure_policy", "Fail"),
+        "kube-public": expect.get("failure_policy", "Fail"),
+    }
+    for extra in expect.get("excluded", []):
+        cases[extra] = None
+    for namespace, want in cases.items():
+        for opted_out in (False, True):
+            labels = {"kubernetes.io/metadata.name": namespace}
+            if opted_out:
+                labels["restrictor.dev/ignore"] = "true"
+            called = []
+            for h in mwc.get("webhooks", []):
+                if not selector_matches(h.get("namespaceSelector", {}), labels):
+                    continue
+                results = [namespace_condition(mc["expression"], namespace) for mc in h.get("matchConditions", [])]
+                if any(r is False for r in results):
+                    continue
+                called.append(h)
+            expected = None if opted_out else want
+            got = [h["failurePolicy"] for h in called]
+            check(len(called) <= 1, f"{scenario}: namespace {namespace} matched by {len(called)} entries")
+            check((got[0] if got else None) == expected,
+                  f"{scenario}: namespace {namespace}{' (opted out)' if opted_out else ''} -> {got}, expected {expected}")
+    # object opt-out label: no entry selects an object carrying it
+    for h in mwc.get("webhooks", []):
+        check(not selector_matches(h.get("objectSelector", {}), {"restrictor.dev/ignore": "true"}),
+              f"{scenario}: {h['name']} selects opted-out objects")
+        check(selector_matches(h.get("objectSelector", {}), {}), f"{scenario}: {h['name']} skips unlabelled objects")
+
+
 def assert_rbac(scenario, docs, ns, expect):
     role = [d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "restrictor"]
     crole = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "restrictor"]
@@ -404,6 +469,7 @@ def main():
             check(d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "restrictor",
                   f"{name}: {d['kind']}/{d['metadata']['name']} lacks the standard labels")
         assert_webhook(name, docs, ns, expect, a.ca_bundle)
+        assert_routing(name, docs, ns, expect)
         assert_rbac(name, docs, ns, expect)
         assert_deployment(name, docs, expect)
         assert_hook(name, docs, expect)
