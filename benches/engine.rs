@@ -13,7 +13,8 @@ use restrictor::pss::{self, Level};
 use restrictor::workload::WorkloadKind;
 
 fn agent_deployment() -> Value {
-    let text = include_str!("../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    let text =
+        include_str!("../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
     restrictor::manifest::parse("agent", text)
         .expect("fixture")
         .into_iter()
@@ -49,13 +50,19 @@ fn benches(c: &mut Criterion) {
 
     let mut mutate = c.benchmark_group("mutate");
     for (name, object, kind, namespace) in [
-        ("agent-deployment", &agent, WorkloadKind::Deployment, "cattle-system"),
+        (
+            "agent-deployment",
+            &agent,
+            WorkloadKind::Deployment,
+            "cattle-system",
+        ),
         ("bare-pod", &bare, WorkloadKind::Pod, "apps"),
         ("pod-50-containers", &wide, WorkloadKind::Pod, "apps"),
     ] {
         mutate.bench_function(name, |b| {
             b.iter(|| {
-                let evaluation = engine::evaluate(&policy, black_box(object), kind, namespace, Context::CREATE);
+                let evaluation =
+                    engine::evaluate(&policy, black_box(object), kind, namespace, Context::CREATE);
                 let patch = evaluation.map(|e| serde_json::to_vec(&e.outcome.patch));
                 black_box(patch)
             })
@@ -65,21 +72,40 @@ fn benches(c: &mut Criterion) {
 
     let mut check = c.benchmark_group("check");
     let agent_mutated = {
-        let outcome = engine::evaluate(&policy, &agent, WorkloadKind::Deployment, "cattle-system", Context::CREATE)
-            .expect("profile")
-            .outcome;
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(&outcome.patch).expect("ops")).expect("patch");
+        let outcome = engine::evaluate(
+            &policy,
+            &agent,
+            WorkloadKind::Deployment,
+            "cattle-system",
+            Context::CREATE,
+        )
+        .expect("profile")
+        .outcome;
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::to_value(&outcome.patch).expect("ops"))
+                .expect("patch");
         let mut patched = agent.clone();
         json_patch::patch(&mut patched, &patch).expect("applies");
         patched
     };
-    check.bench_function("agent-deployment-unmutated", |b| b.iter(|| black_box(pss::check_object(black_box(&agent), Level::Restricted))));
-    check.bench_function("agent-deployment-compliant", |b| b.iter(|| black_box(pss::check_object(black_box(&agent_mutated), Level::Restricted))));
+    check.bench_function("agent-deployment-unmutated", |b| {
+        b.iter(|| black_box(pss::check_object(black_box(&agent), Level::Restricted)))
+    });
+    check.bench_function("agent-deployment-compliant", |b| {
+        b.iter(|| {
+            black_box(pss::check_object(
+                black_box(&agent_mutated),
+                Level::Restricted,
+            ))
+        })
+    });
     check.finish();
 
     let mut review = c.benchmark_group("review");
     let body = review_of(&agent, "apps", "Deployment");
-    review.bench_function("agent-deployment", |b| b.iter(|| black_box(admission::review(black_box(&body), &policy))));
+    review.bench_function("agent-deployment", |b| {
+        b.iter(|| black_box(admission::review(black_box(&body), &policy)))
+    });
     review.finish();
 }
 

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::patch::Pointer;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -209,7 +210,7 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
         .or_else(|| {
             object
                 .as_ref()
-                .and_then(|o| o.pointer("/metadata/namespace"))
+                .and_then(|o| o.at("/metadata/namespace"))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -299,7 +300,7 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
 
 fn is_being_deleted(object: &Value) -> bool {
     object
-        .pointer("/metadata/deletionTimestamp")
+        .at("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
 }
 

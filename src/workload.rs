@@ -3,6 +3,7 @@
 //! Everything that reads or writes a pod spec goes through [`PodTemplate::locate`], so the knowledge
 //! "a CronJob keeps its pod at `spec.jobTemplate.spec.template`" exists exactly once.
 
+use crate::patch::Pointer;
 use serde_json::Value;
 
 /// The pod-bearing kinds restrictor understands, keyed by `apiVersion` group and `kind`.
@@ -105,7 +106,7 @@ impl<'a> PodTemplate<'a> {
 
     /// Finds the pod template of an object whose kind the caller already knows (from an AdmissionReview).
     pub fn locate_as(object: &'a Value, kind: WorkloadKind) -> Option<Self> {
-        Self::from_holder(object.pointer(kind.template_pointer())?, kind)
+        Self::from_holder(object.at(kind.template_pointer())?, kind)
     }
 
     /// The template from the object that holds its `metadata` and `spec` (the object itself for a

@@ -13,6 +13,7 @@ mod writable;
 
 use std::fmt;
 
+use crate::patch::Pointer;
 use serde_json::Value;
 
 use crate::patch::{Editor, Op};
@@ -220,7 +221,7 @@ impl Mutation<'_> {
     /// Whether the pod declares itself a Windows pod; Linux-only fields are then left alone, as the
     /// Pod Security Standards exempt such pods from them.
     pub fn is_windows(&self) -> bool {
-        self.spec().pointer("/os/name").and_then(Value::as_str) == Some("windows")
+        self.spec().at("/os/name").and_then(Value::as_str) == Some("windows")
     }
 }
 
@@ -262,7 +263,7 @@ pub fn mutate(
     profile: &Profile,
 ) -> Outcome {
     let holder_pointer = kind.template_pointer();
-    let Some(holder) = object.pointer(holder_pointer) else {
+    let Some(holder) = object.at(holder_pointer) else {
         return Outcome::default();
     };
     if PodTemplate::from_holder(holder, kind).is_none() {

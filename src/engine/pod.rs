@@ -1,5 +1,6 @@
 //! The pod-level `securityContext`: non-root identity, seccomp, and the profile's sysctls.
 
+use crate::patch::Pointer;
 use serde_json::{Value, json};
 
 use super::{Mutation, Scope};
@@ -60,7 +61,7 @@ fn every_container_sets(m: &Mutation<'_>, field: &str) -> bool {
             .flatten()
             .all(|container| {
                 container
-                    .pointer(&format!("/securityContext/{field}"))
+                    .at(&format!("/securityContext/{field}"))
                     .and_then(Value::as_i64)
                     .is_some_and(|id| id > 0)
             })
@@ -107,7 +108,7 @@ fn every_container_has_seccomp(m: &Mutation<'_>) -> bool {
             .all(|container| {
                 any = true;
                 container
-                    .pointer("/securityContext/seccompProfile")
+                    .at("/securityContext/seccompProfile")
                     .is_some_and(is_compliant_seccomp)
             })
     });

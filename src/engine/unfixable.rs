@@ -2,6 +2,7 @@
 //! containers, host ports, unsafe sysctls, custom SELinux, unmasked /proc, Windows host processes
 //! and unconfined AppArmor. Each is denied, or removed with a change line where the policy says so.
 
+use crate::patch::Pointer;
 use serde_json::Value;
 
 use super::{ContainerAt, Mutation, Scope};
@@ -145,7 +146,7 @@ fn remove_mounts_of(m: &mut Mutation<'_>, volume: &str) {
 fn unsafe_sysctls(m: &mut Mutation<'_>) {
     let offending: Vec<(usize, String)> = m
         .spec()
-        .pointer("/securityContext/sysctls")
+        .at("/securityContext/sysctls")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -219,7 +220,7 @@ fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope
         }
     }
     if sc
-        .pointer("/windowsOptions/hostProcess")
+        .at("/windowsOptions/hostProcess")
         .and_then(Value::as_bool)
         == Some(true)
     {
@@ -236,7 +237,7 @@ fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope
             },
         );
     }
-    if let Some(kind) = sc.pointer("/appArmorProfile/type").and_then(Value::as_str)
+    if let Some(kind) = sc.at("/appArmorProfile/type").and_then(Value::as_str)
         && !matches!(kind, "RuntimeDefault" | "Localhost")
     {
         handle(
