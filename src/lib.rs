@@ -4,4 +4,5 @@
 pub mod admission;
 pub mod certs;
 pub mod policy;
+pub mod server;
 pub mod workload;

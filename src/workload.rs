@@ -179,23 +179,54 @@ mod tests {
 
     #[test]
     fn locates_the_template_of_every_pod_bearing_kind() {
-        let template = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}});
+        let template =
+            json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}});
         let cases = [
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "x"}}, "spec": template["spec"]}), WorkloadKind::Pod),
-            (json!({"apiVersion": "v1", "kind": "PodTemplate", "template": template}), WorkloadKind::PodTemplate),
-            (json!({"apiVersion": "v1", "kind": "ReplicationController", "spec": {"template": template}}), WorkloadKind::ReplicationController),
-            (json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}), WorkloadKind::Deployment),
-            (json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": template}}), WorkloadKind::ReplicaSet),
-            (json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": template}}), WorkloadKind::StatefulSet),
-            (json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": template}}), WorkloadKind::DaemonSet),
-            (json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": template}}), WorkloadKind::Job),
-            (json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}), WorkloadKind::CronJob),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "x"}}, "spec": template["spec"]}),
+                WorkloadKind::Pod,
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "PodTemplate", "template": template}),
+                WorkloadKind::PodTemplate,
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "ReplicationController", "spec": {"template": template}}),
+                WorkloadKind::ReplicationController,
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}),
+                WorkloadKind::Deployment,
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": template}}),
+                WorkloadKind::ReplicaSet,
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": template}}),
+                WorkloadKind::StatefulSet,
+            ),
+            (
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": template}}),
+                WorkloadKind::DaemonSet,
+            ),
+            (
+                json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": template}}),
+                WorkloadKind::Job,
+            ),
+            (
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}),
+                WorkloadKind::CronJob,
+            ),
         ];
         for (object, kind) in cases {
             let pod = PodTemplate::locate(&object).expect("template found");
             assert_eq!(pod.kind, kind);
             assert_eq!(pod.labels().and_then(|l| l.get("app")), Some(&json!("x")));
-            assert_eq!(pod.containers().map(|c| c.name()).collect::<Vec<_>>(), ["c"]);
+            assert_eq!(
+                pod.containers().map(|c| c.name()).collect::<Vec<_>>(),
+                ["c"]
+            );
             assert_eq!(object.pointer(&pod.spec_pointer()), Some(pod.spec));
         }
     }
@@ -220,7 +251,10 @@ mod tests {
             "initContainers": [{"name": "init"}],
         }});
         let template = PodTemplate::locate(&pod).expect("pod");
-        let paths: Vec<_> = template.containers().map(|c| (c.path(), c.name())).collect();
+        let paths: Vec<_> = template
+            .containers()
+            .map(|c| (c.path(), c.name()))
+            .collect();
         assert_eq!(
             paths,
             [
