@@ -317,7 +317,16 @@ async fn certificate_swapped_through_a_kubelet_data_symlink_is_served_to_new_con
         key: secret.path("tls.key"),
     });
     config.reload_interval = Duration::from_millis(100);
+    let t = Instant::now();
     let server = TestServer::start(config).await;
+    let (status, _) = admin_get(server.admin, "/readyz").await;
+    let start_to_ready = t.elapsed();
+    assert_eq!(status, 200);
+    eprintln!("bind + load certificate + first /readyz 200: {start_to_ready:?}");
+    assert!(
+        start_to_ready < Duration::from_millis(100),
+        "{start_to_ready:?}"
+    );
 
     let mut old = h1_client(server.https, pki.client(H1)).await;
     assert_eq!(old.leaf, first.der);
@@ -484,6 +493,8 @@ async fn shutdown_under_load_loses_no_request() {
             let mut closed_by_server = false;
             for i in 0.. {
                 if c.send.ready().await.is_err() {
+                    // Closed while idle (the client paused): nothing was in flight.
+                    closed_by_server = true;
                     break;
                 }
                 let uid = format!("c{n}-{i}");
@@ -684,4 +695,93 @@ fn rss_kib() -> Option<u64> {
         .trim_end_matches(" kB")
         .parse()
         .ok()
+}
+
+/// The ceiling: parse the envelope, echo `allowed` with the uid.
+fn echo_allowed(body: &[u8], _: &Policy) -> Result<Answer, AdmissionError> {
+    #[derive(serde::Deserialize)]
+    struct Review<'a> {
+        #[serde(borrow)]
+        request: Req<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Req<'a> {
+        uid: &'a str,
+    }
+    let r: Review<'_> =
+        serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": r.request.uid, "allowed": true},
+    }))
+    .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    Ok(Answer {
+        body,
+        summary: restrictor::admission::Summary {
+            uid: r.request.uid.to_owned(),
+            kind: "Pod".into(),
+            namespace: String::new(),
+            name: String::new(),
+            operation: "CREATE".into(),
+            dry_run: false,
+            outcome: restrictor::admission::Outcome::Unchanged,
+            changes: Vec::new(),
+        },
+    })
+}
+
+/// Not a test: a quick loopback load (`cargo test --release --test server load_smoke -- --ignored
+/// --nocapture`), printing requests/s and p99 for the real handler and the echo ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn load_smoke() {
+    init();
+    let pki = Pki::new();
+    for (label, handler) in [
+        ("ceiling", echo_allowed as restrictor::server::ReviewFn),
+        ("restrictor", restrictor::admission::review),
+        ("ceiling", echo_allowed),
+        ("restrictor", restrictor::admission::review),
+    ] {
+        let (server, _secret) = start_with(&pki, |c| c.handler = handler).await;
+        for concurrency in [1usize, 16, 64] {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut tasks = Vec::new();
+            for n in 0..concurrency {
+                let mut c = h1_client(server.https, pki.client(H1)).await;
+                tasks.push(tokio::spawn(async move {
+                    let body = review_body(&format!("load-{n}"));
+                    let mut lat = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let resp = c
+                            .send
+                            .send_request(review_request(body.clone()))
+                            .await
+                            .unwrap();
+                        let (status, _, _) = read(resp).await;
+                        assert_eq!(status, StatusCode::OK);
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                }));
+            }
+            let start = Instant::now();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            let secs = start.elapsed().as_secs_f64();
+            all.sort();
+            let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+            eprintln!(
+                "{label:>10} h1 c={concurrency:<3} {:>8.0} req/s  p50 {:?}  p99 {:?}",
+                all.len() as f64 / secs,
+                p(0.5),
+                p(0.99)
+            );
+        }
+        server.shutdown().await.unwrap();
+    }
 }
