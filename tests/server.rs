@@ -785,3 +785,137 @@ async fn load_smoke() {
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn certificate_and_policy_swaps_during_load_lose_no_request() {
+    init();
+    let pki = Pki::new();
+    let dir = TempDir::new("policy-load");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "{}\n").unwrap();
+    let path = policy.clone();
+    let (server, mut secret) = start_with(&pki, move |c| {
+        c.policy_path = Some(path);
+        c.reload_interval = Duration::from_millis(50);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut clients = Vec::new();
+    for n in 0..4 {
+        let mut c = h1_client(server.https, pki.client(H1)).await;
+        clients.push(tokio::spawn(async move {
+            let mut done = 0;
+            while Instant::now() < deadline {
+                let uid = format!("keep-{n}-{done}");
+                let resp = c
+                    .send
+                    .send_request(review_request(review_body(&uid)))
+                    .await
+                    .unwrap();
+                let (status, _, body) = read(resp).await;
+                assert_allowed(status, &body, &uid);
+                done += 1;
+            }
+            done
+        }));
+    }
+    // A client that opens a new connection (new handshake) for each request.
+    let https = server.https;
+    let client = pki.client(H1);
+    clients.push(tokio::spawn(async move {
+        let mut done = 0;
+        while Instant::now() < deadline {
+            let mut c = h1_client(https, client.clone()).await;
+            let uid = format!("fresh-{done}");
+            let resp = c
+                .send
+                .send_request(review_request(review_body(&uid)))
+                .await
+                .unwrap();
+            let (status, _, body) = read(resp).await;
+            assert_allowed(status, &body, &uid);
+            done += 1;
+        }
+        done
+    }));
+    let mut swaps = 0;
+    while Instant::now() < deadline {
+        let leaf = pki.leaf(&format!("gen-{swaps}"));
+        secret.swap(&[("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)]);
+        std::fs::write(&policy, format!("{{}}\n# generation {swaps}\n")).unwrap();
+        swaps += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut total = 0;
+    for c in clients {
+        let n = c.await.unwrap();
+        assert!(n > 0);
+        total += n;
+    }
+    let admin = server.admin;
+    assert!(metric(admin, "restrictor_tls_reloads_total").await >= 3.0);
+    assert!(metric(admin, "restrictor_policy_reloads_total").await >= 3.0);
+    assert_eq!(
+        metric(admin, "restrictor_tls_reload_errors_total").await,
+        0.0
+    );
+    eprintln!("{total} requests across {swaps} certificate and policy swaps");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_clients_get_goaway_and_in_flight_streams_finish_at_shutdown() {
+    init();
+    let pki = Pki::new();
+    let (mut server, _secret) = start_with(&pki, |_| {}).await;
+    let mut send = h2_client(server.https, pki.client(H2)).await;
+    // A request whose body is still arriving when the shutdown starts.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = ChanBody(rx);
+    let request = Request::post("/mutate?timeout=10s")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let (mut send2, conn2) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls_connect(server.https, pki.client(H2)).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn2);
+    let in_flight = tokio::spawn(async move { send2.send_request(request).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = review_body("streaming");
+    tx.send(Bytes::from(body)).await.unwrap();
+    drop(tx);
+    let resp = in_flight.await.unwrap().unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_allowed(status, &body, "streaming");
+    // After GOAWAY, the idle h2 connection refuses new streams (the client goes elsewhere).
+    let late = send.send_request(review_request(review_body("late"))).await;
+    assert!(late.is_err());
+    tokio::time::timeout(Duration::from_secs(3), server.task.take().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A request body fed from a channel: ends when the sender is dropped.
+struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}

@@ -20,6 +20,7 @@
 //!   GOAWAY), closes idle keep-alive connections, and returns after at most `shutdown_grace`.
 
 mod admin;
+mod args;
 mod conn;
 mod http;
 pub mod metrics;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::{Condition, Readiness};
+pub use args::{ServeArgs, parse_duration_flag};
 pub use http::{MUTATE_PATH, parse_go_duration};
 pub use metrics::Metrics;
 
