@@ -553,6 +553,12 @@ async fn a_slowloris_client_is_disconnected_but_an_idle_keep_alive_is_not() {
     .await;
     // Kept-alive and idle for longer than the head deadline: still usable.
     let mut idle = h1_client(server.https, pki.client(H1)).await;
+    let resp = idle
+        .send
+        .send_request(review_request(review_body("first")))
+        .await
+        .unwrap();
+    let _ = read(resp).await;
 
     let mut slow = tls_connect(server.https, pki.client(H1)).await.unwrap();
     let head =
@@ -586,6 +592,17 @@ async fn a_slowloris_client_is_disconnected_but_an_idle_keep_alive_is_not() {
         "{:?}",
         start.elapsed()
     );
+
+    // Connected, handshaken, and silent: closed after the head deadline too.
+    let mut silent = tls_connect(server.https, pki.client(H1)).await.unwrap();
+    let silent_start = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
+        .await
+        .expect("silent connection closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(silent_start.elapsed() >= Duration::from_millis(500));
 
     let resp = idle
         .send

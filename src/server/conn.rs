@@ -88,6 +88,8 @@ fn now_ms() -> u64 {
 /// What the watchdog knows about a connection (milliseconds from [`now_ms`]; 0 = never).
 struct ConnState {
     inflight: AtomicU32,
+    /// Requests begun on this connection so far.
+    requests: AtomicU32,
     /// When the connection last became idle (accepted, or an answer handed over).
     idle_since: AtomicU64,
     /// First byte of a request head received while idle, 0 if none.
@@ -97,6 +99,7 @@ struct ConnState {
 impl ConnState {
     fn begin(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
         self.head_start.store(0, Relaxed);
         InflightGuard(self.clone())
     }
@@ -191,6 +194,11 @@ fn judge(state: &ConnState, h2: bool, draining: bool, limits: &Limits) -> Verdic
     if idle_for > limits.idle {
         return Verdict::Close("idle");
     }
+    // A client opens a connection to send a request: one that sends none within the head
+    // deadline only holds resources.
+    if state.requests.load(Relaxed) == 0 && idle_for > limits.header_read {
+        return Verdict::Close("no request after the handshake");
+    }
     if draining && !h2 && idle_for >= limits.drain_quiet {
         return Verdict::Close("draining");
     }
@@ -228,6 +236,7 @@ pub(crate) async fn serve_connection(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let state = Arc::new(ConnState {
         inflight: AtomicU32::new(0),
+        requests: AtomicU32::new(0),
         idle_since: AtomicU64::new(now_ms()),
         head_start: AtomicU64::new(0),
     });
