@@ -936,3 +936,26 @@ impl hyper::body::Body for ChanBody {
             .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_off() {
+    init();
+    let pki = Pki::new();
+    let (server, _secret) =
+        start_with(&pki, |c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap(); // the start of a ClientHello, then nothing
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf))
+        .await
+        .expect("closed by the server")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        metric(server.admin, "restrictor_tls_handshake_errors_total").await,
+        1.0
+    );
+    server.shutdown().await.unwrap();
+}
