@@ -9,9 +9,10 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -259,50 +260,122 @@ pub(crate) async fn serve_connection(
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
 
+    // The watchdog runs beside the connection so that the request path never polls the shared
+    // shutdown tokens (each poll of those takes a process-wide lock); it talks to the connection
+    // through `Control`, which costs one uncontended per-connection lock per wakeup.
+    let control = Arc::new(Control::default());
+    let _watchdog = AbortOnDrop(tokio::spawn(watchdog(
+        control.clone(),
+        state,
+        h2,
+        limits,
+        signals,
+    )));
+    let mut close_sent = false;
+    let res = std::future::poll_fn(|cx| {
+        control.register(cx.waker());
+        match control.cmd.load(Acquire) {
+            CMD_DROP => return Poll::Ready(None),
+            CMD_CLOSE if !close_sent => {
+                conn.as_mut().graceful_shutdown();
+                close_sent = true;
+            }
+            _ => {}
+        }
+        conn.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match res {
+        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        None => tracing::debug!("connection dropped"),
+        Some(Ok(())) => {}
+    }
+}
+
+const CMD_RUN: u8 = 0;
+const CMD_CLOSE: u8 = 1;
+const CMD_DROP: u8 = 2;
+
+/// Commands from the watchdog to its connection.
+#[derive(Default)]
+struct Control {
+    cmd: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Control {
+    fn register(&self, waker: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn send(&self, cmd: u8) {
+        self.cmd.fetch_max(cmd, AcqRel);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn watchdog(
+    control: Arc<Control>,
+    state: Arc<ConnState>,
+    h2: bool,
+    limits: Limits,
+    signals: Signals,
+) {
+    debug_assert_eq!(control.cmd.load(Relaxed), CMD_RUN);
     let mut draining = false;
-    let mut closing = false;
-    let mut closing_since = Instant::now();
+    let mut closing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(limits.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let close = |why: &'static str, closing_since: &mut Option<Instant>| {
+        if closing_since.is_none() {
+            tracing::debug!(why, "closing connection");
+            control.send(CMD_CLOSE);
+            *closing_since = Some(Instant::now());
+        }
+    };
     loop {
         tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                break;
-            }
             _ = signals.force.cancelled() => {
                 tracing::debug!("grace period over; dropping connection");
-                break;
+                control.send(CMD_DROP);
+                return;
             }
             _ = signals.drain.cancelled(), if !draining => {
                 draining = true;
-                if h2 && !closing {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    closing_since = Instant::now();
+                if h2 {
+                    close("draining", &mut closing_since);
                 }
-                tick = tokio::time::interval(Duration::from_millis(20).min(limits.drain_quiet.max(Duration::from_millis(1))));
+                let fast = Duration::from_millis(20).min(limits.drain_quiet.max(Duration::from_millis(1)));
+                tick = tokio::time::interval(fast);
             }
             _ = tick.tick() => {
-                if closing && closing_since.elapsed() > limits.header_read + MAX_CLOSE {
+                if closing_since.is_some_and(|t| t.elapsed() > limits.header_read + MAX_CLOSE) {
                     tracing::debug!("connection did not close in time; dropping it");
-                    break;
+                    control.send(CMD_DROP);
+                    return;
                 }
                 match judge(&state, h2, draining, &limits) {
                     Verdict::Keep => {}
-                    Verdict::Close(why) => {
-                        if !closing {
-                            tracing::debug!(why, "closing connection");
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                            closing_since = Instant::now();
-                        }
-                    }
+                    Verdict::Close(why) => close(why, &mut closing_since),
                     Verdict::Kill(why) => {
                         tracing::debug!(why, "dropping connection");
-                        break;
+                        control.send(CMD_DROP);
+                        return;
                     }
                 }
             }
