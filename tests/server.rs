@@ -219,7 +219,7 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     assert_allowed(status, &body, "after");
     let (_, text) = admin_get(server.admin, "/metrics").await;
     assert!(
-        text.contains("outcome=\"invalid\"} 10"),
+        text.contains("outcome=\"invalid\"} 11"),
         "invalid requests counted:\n{text}"
     );
     server.shutdown().await.unwrap();
@@ -973,4 +973,52 @@ fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn startup_fails_clearly_without_tls_files_or_with_an_invalid_policy() {
+    init();
+    let dir = TempDir::new("startup");
+    let mut config = ServeConfig::new(TlsSource::Files {
+        cert: dir.path().join("missing.crt"),
+        key: dir.path().join("missing.key"),
+    });
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let err = restrictor::server::Server::bind(config)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("missing.crt"), "{err}");
+
+    let pki = Pki::new();
+    let leaf = pki.leaf("x");
+    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), pki.leaf("other").key_pem).unwrap();
+    let mut config = ServeConfig::new(TlsSource::Files {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    });
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let err = restrictor::server::Server::bind(config)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("do not belong together"), "{err}");
+
+    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), [0xff, 0xfe]).unwrap();
+    let mut config = ServeConfig::new(TlsSource::Files {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    });
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.policy_path = Some(dir.path().join("policy.yaml"));
+    let err = restrictor::server::Server::bind(config)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("policy"), "{err}");
 }

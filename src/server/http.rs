@@ -69,8 +69,10 @@ async fn answer(shared: &Shared, req: Request<Incoming>, start: Instant) -> Resp
     };
 
     if req.uri().path() != MUTATE_PATH {
-        // Not counted: only admission requests are.
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return invalid(
+            StatusCode::NOT_FOUND,
+            format!("no such path; reviews go to {MUTATE_PATH}"),
+        );
     }
     if req.method() != Method::POST {
         let mut r = invalid(
