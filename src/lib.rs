@@ -10,4 +10,5 @@ pub mod manifest;
 pub mod patch;
 pub mod policy;
 pub mod pss;
+pub mod server;
 pub mod workload;

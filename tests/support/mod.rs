@@ -1,0 +1,383 @@
+//! Test helpers: a throwaway CA and serving certificates (rcgen), a TLS client that verifies the
+//! server like the API server does, and a server started on loopback ports.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use restrictor::server::{Readiness, ServeConfig, ServeError, Server, TlsSource};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// The name the API server uses for an in-cluster service webhook.
+pub const SNI: &str = "restrictor.restrictor-system.svc";
+
+/// A test CA.
+pub struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A serving certificate and key, PEM, plus the leaf's DER to recognise it on the wire.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "restrictor test CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { ca }
+    }
+
+    /// A serving certificate for the service's DNS names.
+    pub fn leaf(&self, label: &str) -> Leaf {
+        let mut params = CertificateParams::new(vec![
+            SNI.to_owned(),
+            "restrictor.restrictor-system.svc.cluster.local".to_owned(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, label);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+        }
+    }
+
+    /// A client verifying against this CA, offering the given ALPN protocols.
+    pub fn client(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client_with(alpn, &[&rustls::version::TLS13, &rustls::version::TLS12])
+    }
+
+    pub fn client_with(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+pub const H1: &[&[u8]] = &[b"http/1.1"];
+pub const H2: &[&[u8]] = &[b"h2"];
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(SNI).unwrap();
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// The leaf certificate the server presented on this connection.
+pub fn peer_leaf(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    let certs: &[CertificateDer<'_>] = stream.get_ref().1.peer_certificates().unwrap();
+    certs[0].to_vec()
+}
+
+pub struct H1Client {
+    pub send: http1::SendRequest<Full<Bytes>>,
+    pub leaf: Vec<u8>,
+    pub conn: JoinHandle<()>,
+}
+
+/// An HTTP/1.1 keep-alive connection over TLS.
+pub async fn h1_client(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> H1Client {
+    let tls = tls_connect(addr, config).await.unwrap();
+    let leaf = peer_leaf(&tls);
+    let (send, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    H1Client { send, leaf, conn }
+}
+
+/// An HTTP/2 connection over TLS (ALPN h2).
+pub async fn h2_client(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> http2::SendRequest<Full<Bytes>> {
+    let tls = tls_connect(addr, config).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// An AdmissionReview request for a Pod, as the API server sends it.
+pub fn review_body(uid: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:vcluster:vc-team-a"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "web-", "namespace": "team-a"},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    }))
+    .unwrap()
+}
+
+/// `POST /mutate?timeout=10s` with a JSON body, the way the API server posts a review.
+pub fn review_request(body: Vec<u8>) -> Request<Full<Bytes>> {
+    Request::post("/mutate?timeout=10s")
+        .header("host", format!("{SNI}:443"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, */*")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Reads a whole response.
+pub async fn read(resp: Response<hyper::body::Incoming>) -> (StatusCode, http::HeaderMap, Bytes) {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// Checks a 200 answer echoes `uid` and allows.
+pub fn assert_allowed(status: StatusCode, body: &[u8], uid: &str) {
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "body: {}",
+        String::from_utf8_lossy(body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], uid);
+    assert!(v["response"]["allowed"].is_boolean());
+}
+
+/// A GET on the admin listener: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (status, _, body) = read(resp).await;
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of one unlabelled metric.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, text) = admin_get(addr, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "restrictor-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A directory laid out the way the kubelet mounts a Secret: `..<timestamp>/` holds the files,
+/// `..data -> ..<timestamp>`, and `tls.crt -> ..data/tls.crt`. Updates write a new timestamped
+/// directory and atomically rename a new `..data` symlink over the old one.
+pub struct SecretDir {
+    pub dir: TempDir,
+    generation: usize,
+}
+
+impl SecretDir {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let mut s = Self {
+            dir: TempDir::new("secret"),
+            generation: 0,
+        };
+        s.swap(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), s.dir.path().join(name)).unwrap();
+        }
+        s
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Publishes new contents the way the kubelet does.
+    pub fn swap(&mut self, files: &[(&str, &str)]) {
+        self.generation += 1;
+        let root = self.dir.path();
+        let old = std::fs::read_link(root.join("..data")).ok();
+        let stamp = format!(
+            "..2026_11_25_07_00_{:02}.{}",
+            self.generation,
+            std::process::id()
+        );
+        std::fs::create_dir(root.join(&stamp)).unwrap();
+        for (name, contents) in files {
+            std::fs::write(root.join(&stamp).join(name), contents).unwrap();
+        }
+        let tmp = root.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
+        std::fs::rename(&tmp, root.join("..data")).unwrap();
+        if let Some(old) = old {
+            let _ = std::fs::remove_dir_all(root.join(old));
+        }
+    }
+}
+
+/// A server running on loopback ports in the test's runtime.
+pub struct TestServer {
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub readiness: Readiness,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts `config` (its listen addresses are replaced by loopback port 0).
+    pub async fn start(mut config: ServeConfig) -> Self {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let https = server.https_addr();
+        let admin = server.admin_addr();
+        let readiness = server.readiness();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            https,
+            admin,
+            readiness,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Sends the shutdown signal.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.begin_shutdown();
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+/// A server with a fresh certificate from `pki`, fast reloads and the given tweaks.
+pub async fn start_with(
+    pki: &Pki,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (TestServer, SecretDir) {
+    let leaf = pki.leaf("first");
+    let secret = SecretDir::new(&[("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)]);
+    let mut config = ServeConfig::new(TlsSource::Files {
+        cert: secret.path("tls.crt"),
+        key: secret.path("tls.key"),
+    });
+    config.reload_interval = Duration::from_millis(100);
+    config.shutdown_grace = Duration::from_secs(5);
+    tweak(&mut config);
+    (TestServer::start(config).await, secret)
+}
