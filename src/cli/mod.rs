@@ -1,6 +1,10 @@
 //! The offline commands: `mutate`, `check` and `policy`. They run the same engine the webhook runs,
 //! on manifest files instead of AdmissionReviews.
 
+mod serve;
+
+pub use serve::{ServeCommand, ServeCommandError, UninstallCommand, serve, uninstall};
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -436,6 +436,23 @@ impl Policy {
         })
     }
 
+    /// Namespaces the rules that apply a profile name without wildcards: where workloads created
+    /// before restrictor are worth reconciling (`cattle-system` in the built-in policy).
+    pub fn literal_namespaces(&self) -> Vec<String> {
+        let mut namespaces: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.profile != NO_PROFILE)
+            .flat_map(|rule| &rule.matcher.namespaces)
+            .map(Glob::as_str)
+            .filter(|ns| !ns.contains(['*', '?']))
+            .map(str::to_owned)
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -527,6 +544,16 @@ mod tests {
 
         let label_elsewhere = policy.select(&subject("default", "Pod", agent_labels, &no_images));
         assert_eq!(label_elsewhere.map(|s| s.profile_name), Some("restricted"));
+    }
+
+    #[test]
+    fn literal_namespaces_are_those_rules_apply_profiles_in() {
+        assert_eq!(Policy::builtin().literal_namespaces(), ["cattle-system"]);
+        let policy = Policy::from_yaml(
+            "profiles: {p: {}}\nrules:\n- {name: a, match: {namespaces: [skip]}, profile: none}\n- {name: b, match: {namespaces: ['team-*', apps, apps]}, profile: p}\n",
+        )
+        .expect("policy");
+        assert_eq!(policy.literal_namespaces(), ["apps"]);
     }
 
     #[test]
