@@ -194,7 +194,7 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
         // DELETE and CONNECT carry nothing to mutate.
         _ => None,
     };
-    let object = match (engine_operation, request.object) {
+    let mut object = match (engine_operation, request.object) {
         (Some(_), Some(object @ Value::Object(_))) => Some(object),
         (Some(_), _) => {
             return Err(AdmissionError::MissingObject {
@@ -242,7 +242,9 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
         audit_annotations: Vec::new(),
     };
 
-    let evaluation = match (engine_operation, &object) {
+    // The engine edits the parsed object in place (it is ours and is dropped after the answer).
+    let subject = object.as_ref().map(describe).unwrap_or_default();
+    let evaluation = match (engine_operation, object.as_mut()) {
         (Some(operation), Some(object)) => WorkloadKind::from_group_kind(&gvk.group, &gvk.kind)
             .filter(|_| !(operation == Operation::Update && is_being_deleted(object)))
             .and_then(|kind| {
@@ -265,7 +267,6 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
             .push(("profile", evaluation.profile.to_owned()));
         if let Some(denial) = &outcome.denial {
             summary.outcome = Outcome::Denied;
-            let subject = object.as_ref().map(describe).unwrap_or_default();
             let message = format!("restrictor: {subject}: {denial}");
             response
                 .audit_annotations

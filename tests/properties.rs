@@ -258,7 +258,8 @@ proptest! {
     #[test]
     fn the_engine_denies_or_makes_compliant_idempotently((object, kind) in object()) {
         for policy in policies() {
-            let evaluation = engine::evaluate(&policy, &object, kind, "cattle-system", Context::CREATE)
+            let mut edited = object.clone();
+            let evaluation = engine::evaluate(&policy, &mut edited, kind, "cattle-system", Context::CREATE)
                 .expect("the built-in rules match everything");
             let outcome = evaluation.outcome;
             if let Some(denial) = &outcome.denial {
@@ -269,6 +270,7 @@ proptest! {
             let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(&outcome.patch).expect("ops")).expect("patch");
             let mut patched = object.clone();
             prop_assert!(json_patch::patch(&mut patched, &patch).is_ok(), "patch does not apply: {:?}", outcome.patch);
+            prop_assert_eq!(&patched, &edited, "the engine's in-place result differs from its patch");
 
             let violations = pss::check_object(&patched, Level::Restricted).expect("pod");
             prop_assert!(violations.is_empty(), "admitted but fails restricted: {violations:?}");
@@ -279,7 +281,7 @@ proptest! {
                 prop_assert_eq!(patched.pointer(pointer), Some(value), "unknown field {} lost", pointer);
             }
 
-            let again = engine::evaluate(&policy, &patched, kind, "cattle-system", Context::CREATE).expect("profile").outcome;
+            let again = engine::evaluate(&policy, &mut patched.clone(), kind, "cattle-system", Context::CREATE).expect("profile").outcome;
             prop_assert!(again.patch.is_empty(), "second pass patched: {:?}", again.patch);
             prop_assert!(again.denial.is_none());
         }

@@ -137,14 +137,15 @@ pub fn mutate(args: &MutateArgs) -> Result<ExitCode, CliError> {
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_owned();
+        let subject = describe(&object);
+        // The engine edits `object` in place: admitted, it is the mutated object.
         let Some(evaluation) =
-            engine::evaluate(&policy, &object, kind, &namespace, Context::CREATE)
+            engine::evaluate(&policy, &mut object, kind, &namespace, Context::CREATE)
         else {
             admitted.push(object);
             continue;
         };
         let outcome = evaluation.outcome;
-        let subject = describe(&object);
         if let Some(denial) = &outcome.denial {
             denied += 1;
             let _ = writeln!(stderr, "denied: {subject}: {denial}");
@@ -167,11 +168,6 @@ pub fn mutate(args: &MutateArgs) -> Result<ExitCode, CliError> {
         if !outcome.patch.is_empty() {
             let patch = serde_json::to_value(&outcome.patch)
                 .map_err(|error| CliError::Write(error.to_string()))?;
-            if let Ok(parsed) = serde_json::from_value::<json_patch::Patch>(patch.clone()) {
-                json_patch::patch(&mut object, &parsed).map_err(|error| {
-                    CliError::Write(format!("{subject}: patch does not apply: {error}"))
-                })?;
-            }
             patches.push(serde_json::json!({"object": subject, "patch": patch}));
         }
         admitted.push(object);

@@ -26,7 +26,7 @@ pub enum ServeCommandError {
     #[error(transparent)]
     Serve(#[from] server::ServeError),
     #[error(transparent)]
-    Cluster(#[from] cluster::ClusterError),
+    Cluster(#[from] Box<cluster::ClusterError>),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
 }
@@ -192,7 +192,9 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
 /// leaves a failurePolicy Fail webhook behind that blocks the vcluster.
 pub async fn uninstall(command: UninstallCommand) -> Result<(), ServeCommandError> {
     server::install_crypto_provider();
-    let existed = cluster::uninstall(client().await?, &command.webhook_config).await?;
+    let existed = cluster::uninstall(client().await?, &command.webhook_config)
+        .await
+        .map_err(Box::new)?;
     if existed {
         eprintln!(
             "deleted mutatingwebhookconfiguration {}",

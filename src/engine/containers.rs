@@ -10,7 +10,7 @@ use crate::policy::Action;
 /// The one capability the restricted level lets a container add.
 const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
 
-pub(super) fn apply(m: &mut Mutation<'_>) {
+pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let windows = m.is_windows();
     for container in m.containers() {
         let sc = format!("{}/securityContext", container.pointer());
@@ -27,7 +27,7 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
     }
 }
 
-fn allow_privilege_escalation(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     let pointer = format!("{sc}/allowPrivilegeEscalation");
     let current = m.editor.get(&pointer).cloned();
     if current != Some(Value::Bool(false)) {
@@ -39,7 +39,7 @@ fn allow_privilege_escalation(m: &mut Mutation<'_>, container: &ContainerAt, sc:
     }
 }
 
-fn capabilities(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     let drop_pointer = format!("{sc}/capabilities/drop");
     match m.editor.get(&drop_pointer) {
         Some(Value::Array(drop)) => {
@@ -112,7 +112,7 @@ fn capabilities(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
     }
 }
 
-fn run_as_non_root(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn run_as_non_root(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     let pointer = format!("{sc}/runAsNonRoot");
     // Absent is fine: the pod-level value applies. Only an explicit non-true value overrides it.
     match m.editor.get(&pointer) {
@@ -125,7 +125,7 @@ fn run_as_non_root(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
     }
 }
 
-fn run_as_user(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn run_as_user(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     let pointer = format!("{sc}/runAsUser");
     match m.editor.get(&pointer) {
         None => {}
@@ -142,7 +142,7 @@ fn run_as_user(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
     }
 }
 
-fn seccomp(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn seccomp(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     let pointer = format!("{sc}/seccompProfile");
     match m.editor.get(&pointer) {
         None => {}
@@ -161,7 +161,7 @@ fn seccomp(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
     }
 }
 
-fn read_only_root_filesystem(m: &mut Mutation<'_>, container: &ContainerAt, sc: &str) {
+fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     if !m.profile.read_only_root_filesystem {
         return;
     }

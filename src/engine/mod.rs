@@ -164,8 +164,8 @@ impl Outcome {
 }
 
 /// Where the rules are: the working copy and what they found so far.
-pub(crate) struct Mutation<'p> {
-    pub editor: Editor,
+pub(crate) struct Mutation<'p, 'o> {
+    pub editor: Editor<'o>,
     pub profile: &'p Profile,
     /// Dotted path of the pod spec in the object, for messages (`spec.template.spec`).
     pub spec_path: &'static str,
@@ -173,7 +173,7 @@ pub(crate) struct Mutation<'p> {
     pub findings: Vec<Finding>,
 }
 
-impl Mutation<'_> {
+impl Mutation<'_, '_> {
     pub fn spec(&self) -> &Value {
         self.editor.doc().get("spec").unwrap_or(&Value::Null)
     }
@@ -208,6 +208,7 @@ impl Mutation<'_> {
                     .map(move |(index, container)| ContainerAt {
                         list,
                         index,
+                        pointer: format!("/spec/{list}/{index}"),
                         name: container
                             .get("name")
                             .and_then(Value::as_str)
@@ -231,12 +232,13 @@ pub(crate) struct ContainerAt {
     pub list: &'static str,
     pub index: usize,
     pub name: String,
+    pointer: String,
 }
 
 impl ContainerAt {
     /// Pointer relative to the template holder: `/spec/containers/0`.
-    pub fn pointer(&self) -> String {
-        format!("/spec/{}/{}", self.list, self.index)
+    pub fn pointer(&self) -> &str {
+        &self.pointer
     }
 
     /// Dotted path for messages: `spec.template.spec.containers[0]`.
@@ -252,25 +254,42 @@ impl ContainerAt {
     }
 }
 
-/// Changes `object` (of `kind`, located by the caller from the admission request or the file) so
-/// its pod passes Pod Security "restricted" under `profile`, or explains why it cannot.
+/// Changes `object` in place (of `kind`, located by the caller from the admission request or the
+/// file) so its pod passes Pod Security "restricted" under `profile`, or explains why it cannot.
 ///
-/// Objects that carry no pod template come back with an empty outcome.
+/// On return `object` equals the original with `outcome.patch` applied — unless the outcome is a
+/// denial, when it is left partly edited and must not be used. Objects that carry no pod template
+/// come back unchanged with an empty outcome.
 pub fn mutate(
-    object: &Value,
+    object: &mut Value,
     kind: WorkloadKind,
     context: Context<'_>,
     profile: &Profile,
 ) -> Outcome {
+    if withholds_edits(kind, context) {
+        // Only part of the edits may be sent: compute them on a copy, then apply to `object` just
+        // what the patch carries. A rare path (UPDATE of a Pod or Job), so the copy is affordable.
+        let mut copy = object.clone();
+        let outcome =
+            restrict_to_mutable_fields(mutate_in_place(&mut copy, kind, profile), kind, context);
+        if outcome.denial.is_none() && !apply_ops(object, &outcome.patch) {
+            tracing::error!("restrictor's own patch does not apply to the object it came from");
+        }
+        return outcome;
+    }
+    mutate_in_place(object, kind, profile)
+}
+
+fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) -> Outcome {
     let holder_pointer = kind.template_pointer();
-    let Some(holder) = object.at(holder_pointer) else {
+    let Some(holder) = object.at_mut(holder_pointer) else {
         return Outcome::default();
     };
     if PodTemplate::from_holder(holder, kind).is_none() {
         return Outcome::default();
     }
     let mut mutation = Mutation {
-        editor: Editor::new(holder_pointer, holder.clone()),
+        editor: Editor::new(holder_pointer, holder),
         profile,
         spec_path: kind.spec_path(),
         changes: Vec::new(),
@@ -291,11 +310,14 @@ pub fn mutate(
         mut findings,
         ..
     } = mutation;
-    let (patched, patch) = editor.into_parts();
+    let patch = editor.into_ops();
 
     if findings.is_empty() {
         // The post-condition: never admit what the host would still reject.
-        if let Some(pod) = PodTemplate::from_holder(&patched, kind) {
+        if let Some(pod) = object
+            .at(holder_pointer)
+            .and_then(|holder| PodTemplate::from_holder(holder, kind))
+        {
             findings.extend(
                 pss::check(&pod, pss::Level::Restricted)
                     .into_iter()
@@ -304,13 +326,20 @@ pub fn mutate(
         }
     }
 
-    let outcome = Outcome {
+    Outcome {
         patch,
         changes,
         warnings: Vec::new(),
         denial: (!findings.is_empty()).then_some(Denial { findings }),
-    };
-    restrict_to_mutable_fields(outcome, kind, context)
+    }
+}
+
+/// Applies operations with an independent RFC 6902 implementation.
+fn apply_ops(object: &mut Value, ops: &[Op]) -> bool {
+    serde_json::to_value(ops)
+        .ok()
+        .and_then(|ops| serde_json::from_value::<json_patch::Patch>(ops).ok())
+        .is_some_and(|patch| json_patch::patch(object, &patch).is_ok())
 }
 
 /// The profile chosen for an object and what it did.
@@ -321,23 +350,26 @@ pub struct Evaluation<'p> {
     pub outcome: Outcome,
 }
 
-/// Selects the profile for `object` under `policy` and applies it; `None` when the object carries no
-/// pod or no rule gives it a profile (it is then left alone).
+/// Selects the profile for `object` under `policy` and applies it, editing `object` in place as
+/// [`mutate`] does; `None` when the object carries no pod or no rule gives it a profile (it is then
+/// left alone, untouched).
 pub fn evaluate<'p>(
     policy: &'p Policy,
-    object: &Value,
+    object: &mut Value,
     kind: WorkloadKind,
     namespace: &str,
     context: Context<'_>,
 ) -> Option<Evaluation<'p>> {
-    let template = PodTemplate::locate_as(object, kind)?;
-    let images: Vec<&str> = template.containers().map(|c| c.image()).collect();
-    let selection = policy.select(&Subject {
-        namespace,
-        kind: kind.as_str(),
-        labels: template.labels(),
-        images: &images,
-    })?;
+    let selection = {
+        let template = PodTemplate::locate_as(object, kind)?;
+        let images: Vec<&str> = template.containers().map(|c| c.image()).collect();
+        policy.select(&Subject {
+            namespace,
+            kind: kind.as_str(),
+            labels: template.labels(),
+            images: &images,
+        })?
+    };
     Some(Evaluation {
         rule: selection.rule,
         profile: selection.profile_name,
@@ -347,20 +379,23 @@ pub fn evaluate<'p>(
 
 /// On UPDATE the API server forbids changing a Pod's spec (apart from ephemeral containers, through
 /// their subresource) and a Job's template: the patch would be rejected whatever the failurePolicy.
-/// What the engine would have changed becomes warnings; denials of the immutable part too, since the
-/// object already exists and rejecting a label change fixes nothing.
+fn withholds_edits(kind: WorkloadKind, context: Context<'_>) -> bool {
+    context.operation == Operation::Update && matches!(kind, WorkloadKind::Pod | WorkloadKind::Job)
+}
+
+/// What the engine would have changed in an immutable part becomes warnings; denials of it too,
+/// since the object already exists and rejecting a label change fixes nothing.
 fn restrict_to_mutable_fields(
     mut outcome: Outcome,
     kind: WorkloadKind,
     context: Context<'_>,
 ) -> Outcome {
-    if context.operation != Operation::Update {
+    if !withholds_edits(kind, context) {
         return outcome;
     }
     let mutable_prefix = match (kind, context.sub_resource) {
         (WorkloadKind::Pod, Some("ephemeralcontainers")) => Some("/spec/ephemeralContainers/"),
-        (WorkloadKind::Pod | WorkloadKind::Job, _) => None,
-        _ => return outcome,
+        _ => None,
     };
     let is_mutable = |path: &str| mutable_prefix.is_some_and(|prefix| path.starts_with(prefix));
     let (kept, dropped): (Vec<Op>, Vec<Op>) = outcome

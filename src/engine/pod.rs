@@ -7,7 +7,7 @@ use super::{Mutation, Scope};
 
 const SC: &str = "/spec/securityContext";
 
-pub(super) fn apply(m: &mut Mutation<'_>) {
+pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     run_as_non_root(m);
     if m.is_windows() {
         // uids, gids, seccomp and sysctls are Linux concepts; the standard exempts Windows pods.
@@ -18,7 +18,7 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
     sysctls(m);
 }
 
-fn run_as_non_root(m: &mut Mutation<'_>) {
+fn run_as_non_root(m: &mut Mutation<'_, '_>) {
     let current = m.editor.get(&format!("{SC}/runAsNonRoot")).cloned();
     if current == Some(Value::Bool(true)) {
         return;
@@ -30,7 +30,7 @@ fn run_as_non_root(m: &mut Mutation<'_>) {
 /// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
 /// The user and group are left unset when every container sets its own, so an image's own numeric
 /// USER keeps working wherever the pod spec already decided.
-fn identities(m: &mut Mutation<'_>) {
+fn identities(m: &mut Mutation<'_, '_>) {
     let profile = m.profile;
     for (field, id, containers_may_decide) in [
         ("runAsUser", profile.run_as_user.get(), true),
@@ -52,8 +52,9 @@ fn identities(m: &mut Mutation<'_>) {
     }
 }
 
-fn every_container_sets(m: &Mutation<'_>, field: &str) -> bool {
+fn every_container_sets(m: &Mutation<'_, '_>, field: &str) -> bool {
     let spec = m.spec();
+    let pointer = format!("/securityContext/{field}");
     crate::workload::CONTAINER_LISTS.iter().all(|list| {
         spec.get(*list)
             .and_then(Value::as_array)
@@ -61,7 +62,7 @@ fn every_container_sets(m: &Mutation<'_>, field: &str) -> bool {
             .flatten()
             .all(|container| {
                 container
-                    .at(&format!("/securityContext/{field}"))
+                    .at(&pointer)
                     .and_then(Value::as_i64)
                     .is_some_and(|id| id > 0)
             })
@@ -76,7 +77,7 @@ pub(super) fn is_compliant_seccomp(profile: &Value) -> bool {
     )
 }
 
-fn seccomp(m: &mut Mutation<'_>) {
+fn seccomp(m: &mut Mutation<'_, '_>) {
     let pointer = format!("{SC}/seccompProfile");
     let current = m.editor.get(&pointer).cloned();
     match &current {
@@ -97,7 +98,7 @@ fn seccomp(m: &mut Mutation<'_>) {
     );
 }
 
-fn every_container_has_seccomp(m: &Mutation<'_>) -> bool {
+fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
     let spec = m.spec();
     let mut any = false;
     let all = crate::workload::CONTAINER_LISTS.iter().all(|list| {
@@ -115,7 +116,7 @@ fn every_container_has_seccomp(m: &Mutation<'_>) -> bool {
     any && all
 }
 
-fn sysctls(m: &mut Mutation<'_>) {
+fn sysctls(m: &mut Mutation<'_, '_>) {
     if m.profile.sysctls.is_empty() {
         return;
     }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{Mutation, Scope};
 
-pub(super) fn apply(m: &mut Mutation<'_>) {
+pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     if m.profile.strip_node_affinity {
         strip_node_affinity(m);
     }
@@ -15,7 +15,7 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
     }
 }
 
-fn strip_node_affinity(m: &mut Mutation<'_>) {
+fn strip_node_affinity(m: &mut Mutation<'_, '_>) {
     let Some(affinity) = m.spec().get("affinity").and_then(Value::as_object) else {
         return;
     };
@@ -31,7 +31,7 @@ fn strip_node_affinity(m: &mut Mutation<'_>) {
     m.change(Scope::Pod, "removed affinity.nodeAffinity");
 }
 
-fn strip_tolerations(m: &mut Mutation<'_>) {
+fn strip_tolerations(m: &mut Mutation<'_, '_>) {
     let keys = &m.profile.strip_tolerations;
     let stripped: Vec<(usize, String)> = m
         .spec()

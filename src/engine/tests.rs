@@ -17,6 +17,27 @@ fn namespace_of(object: &Value) -> &str {
         .unwrap_or("default")
 }
 
+/// [`evaluate`] on a copy of `object`, checking that the copy it edited in place equals the original
+/// with the returned patch applied (when not denied).
+fn eval<'p>(
+    policy: &'p Policy,
+    object: &Value,
+    kind: WorkloadKind,
+    namespace: &str,
+    context: Context<'_>,
+) -> Option<Evaluation<'p>> {
+    let mut edited = object.clone();
+    let evaluation = evaluate(policy, &mut edited, kind, namespace, context)?;
+    if evaluation.outcome.denial.is_none() {
+        assert_eq!(
+            edited,
+            apply(object, &evaluation.outcome),
+            "in-place result differs from the patch"
+        );
+    }
+    Some(evaluation)
+}
+
 /// Applies `outcome`'s patch to `object` with an independent RFC 6902 implementation.
 fn apply(object: &Value, outcome: &Outcome) -> Value {
     let patch: json_patch::Patch =
@@ -29,12 +50,12 @@ fn apply(object: &Value, outcome: &Outcome) -> Value {
 /// Evaluates under `policy`, applies the patch, and checks that a second pass changes nothing.
 fn admit_with(policy: &Policy, object: &Value) -> (Outcome, Value) {
     let kind = kind_of(object);
-    let evaluation = evaluate(policy, object, kind, namespace_of(object), Context::CREATE)
+    let evaluation = eval(policy, object, kind, namespace_of(object), Context::CREATE)
         .expect("a profile applies");
     let outcome = evaluation.outcome;
     assert!(outcome.denial.is_none(), "denied: {:?}", outcome.denial);
     let patched = apply(object, &outcome);
-    let again = evaluate(
+    let again = eval(
         policy,
         &patched,
         kind,
@@ -61,7 +82,7 @@ fn deny(object: &Value) -> Denial {
 
 fn deny_with(policy: &Policy, object: &Value) -> Denial {
     let kind = kind_of(object);
-    let evaluation = evaluate(policy, object, kind, namespace_of(object), Context::CREATE)
+    let evaluation = eval(policy, object, kind, namespace_of(object), Context::CREATE)
         .expect("a profile applies");
     evaluation.outcome.denial.expect("denied")
 }
@@ -316,7 +337,7 @@ fn every_pod_bearing_kind_is_mutated_and_other_kinds_pass_untouched() {
     let hollow = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": null}}});
     assert_eq!(
         mutate(
-            &hollow,
+            &mut hollow.clone(),
             WorkloadKind::Deployment,
             Context::CREATE,
             &Profile::default()
@@ -623,7 +644,7 @@ fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
     reapplied["spec"]["template"]["spec"]["tolerations"] =
         object["spec"]["template"]["spec"]["tolerations"].clone();
     let policy = Policy::builtin();
-    let outcome = evaluate(
+    let outcome = eval(
         &policy,
         &reapplied,
         WorkloadKind::Deployment,
@@ -653,7 +674,7 @@ fn the_agent_matched_by_image_outside_cattle_system_gets_the_agent_profile() {
     let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "elsewhere"},
         "spec": {"containers": [{"name": "agent", "image": "registry.local/rancher/rancher-agent:v2.14.4"}]}});
     let policy = Policy::builtin();
-    let evaluation = evaluate(
+    let evaluation = eval(
         &policy,
         &object,
         WorkloadKind::Pod,
@@ -674,7 +695,7 @@ fn pod_update_is_never_patched_but_warns() {
         operation: Operation::Update,
         sub_resource: None,
     };
-    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", update)
+    let outcome = eval(&policy, &object, WorkloadKind::Pod, "apps", update)
         .expect("profile")
         .outcome;
     assert!(outcome.patch.is_empty() && outcome.changes.is_empty() && outcome.denial.is_none());
@@ -689,7 +710,7 @@ fn pod_update_is_never_patched_but_warns() {
 
     let privileged =
         pod(json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}));
-    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", update)
+    let outcome = eval(&policy, &privileged, WorkloadKind::Pod, "apps", update)
         .expect("profile")
         .outcome;
     assert!(
@@ -708,7 +729,7 @@ fn ephemeral_container_update_patches_only_ephemeral_containers() {
         operation: Operation::Update,
         sub_resource: Some("ephemeralcontainers"),
     };
-    let outcome = evaluate(&policy, &object, WorkloadKind::Pod, "apps", context)
+    let outcome = eval(&policy, &object, WorkloadKind::Pod, "apps", context)
         .expect("profile")
         .outcome;
     assert!(!outcome.patch.is_empty());
@@ -725,7 +746,7 @@ fn ephemeral_container_update_patches_only_ephemeral_containers() {
     let privileged = pod(
         json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "securityContext": {"privileged": true}}]}),
     );
-    let outcome = evaluate(&policy, &privileged, WorkloadKind::Pod, "apps", context)
+    let outcome = eval(&policy, &privileged, WorkloadKind::Pod, "apps", context)
         .expect("profile")
         .outcome;
     assert_eq!(
@@ -744,11 +765,11 @@ fn job_template_update_is_not_patched_but_cronjob_is() {
         operation: Operation::Update,
         sub_resource: None,
     };
-    let job_outcome = evaluate(&policy, &job, WorkloadKind::Job, "apps", update)
+    let job_outcome = eval(&policy, &job, WorkloadKind::Job, "apps", update)
         .expect("profile")
         .outcome;
     assert!(job_outcome.patch.is_empty() && !job_outcome.warnings.is_empty());
-    let cron_outcome = evaluate(&policy, &cron, WorkloadKind::CronJob, "apps", update)
+    let cron_outcome = eval(&policy, &cron, WorkloadKind::CronJob, "apps", update)
         .expect("profile")
         .outcome;
     assert!(!cron_outcome.patch.is_empty());

@@ -25,7 +25,7 @@ struct Offence<'a> {
     removed: &'a str,
 }
 
-fn handle(m: &mut Mutation<'_>, offence: Offence<'_>) {
+fn handle(m: &mut Mutation<'_, '_>, offence: Offence<'_>) {
     match offence.action {
         Action::Deny => m.deny(offence.field, offence.scope, offence.check, offence.reason),
         Action::Remove => {
@@ -39,7 +39,7 @@ fn handle(m: &mut Mutation<'_>, offence: Offence<'_>) {
     }
 }
 
-pub(super) fn apply(m: &mut Mutation<'_>) {
+pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     host_namespaces(m);
     volumes(m);
     unsafe_sysctls(m);
@@ -50,7 +50,7 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
     }
 }
 
-fn host_namespaces(m: &mut Mutation<'_>) {
+fn host_namespaces(m: &mut Mutation<'_, '_>) {
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
         if m.spec().get(field).and_then(Value::as_bool) == Some(true) {
             let offence = Offence {
@@ -76,7 +76,7 @@ fn volume_type(volume: &Value) -> Option<&str> {
         .find(|key| *key != "name")
 }
 
-fn volumes(m: &mut Mutation<'_>) {
+fn volumes(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(usize, String, String)> = m
         .spec()
         .get("volumes")
@@ -122,7 +122,7 @@ fn volumes(m: &mut Mutation<'_>) {
     }
 }
 
-fn remove_mounts_of(m: &mut Mutation<'_>, volume: &str) {
+fn remove_mounts_of(m: &mut Mutation<'_, '_>, volume: &str) {
     for container in m.containers() {
         for list in ["volumeMounts", "volumeDevices"] {
             let pointer = format!("{}/{list}", container.pointer());
@@ -143,7 +143,7 @@ fn remove_mounts_of(m: &mut Mutation<'_>, volume: &str) {
     }
 }
 
-fn unsafe_sysctls(m: &mut Mutation<'_>) {
+fn unsafe_sysctls(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(usize, String)> = m
         .spec()
         .at("/securityContext/sysctls")
@@ -175,7 +175,7 @@ fn unsafe_sysctls(m: &mut Mutation<'_>) {
 
 /// seLinuxOptions, windowsOptions.hostProcess and appArmorProfile, shared by pod and containers:
 /// `base` is the pointer of the securityContext, `field` its dotted path.
-fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope: &Scope) {
+fn security_context_options(m: &mut Mutation<'_, '_>, base: &str, field: &str, scope: &Scope) {
     let unfixable = m.profile.unfixable;
     let sc = m.editor.get(base).cloned().unwrap_or(Value::Null);
 
@@ -255,12 +255,12 @@ fn security_context_options(m: &mut Mutation<'_>, base: &str, field: &str, scope
     }
 }
 
-fn pod_options(m: &mut Mutation<'_>) {
+fn pod_options(m: &mut Mutation<'_, '_>) {
     let field = format!("{}.securityContext", m.spec_path);
     security_context_options(m, "/spec/securityContext", &field, &Scope::Pod);
 }
 
-fn apparmor_annotations(m: &mut Mutation<'_>) {
+fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(String, String)> = m
         .editor
         .get("/metadata/annotations")
@@ -294,7 +294,7 @@ fn apparmor_annotations(m: &mut Mutation<'_>) {
     }
 }
 
-fn container_options(m: &mut Mutation<'_>, container: &ContainerAt) {
+fn container_options(m: &mut Mutation<'_, '_>, container: &ContainerAt) {
     let unfixable = m.profile.unfixable;
     let base = format!("{}/securityContext", container.pointer());
     let field = format!("{}.securityContext", container.field(m.spec_path));

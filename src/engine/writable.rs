@@ -17,7 +17,7 @@ const SEED_MOUNT: &str = "/restrictor-seed";
 /// Kubernetes names (volumes, containers) are DNS labels.
 const MAX_NAME: usize = 63;
 
-pub(super) fn apply(m: &mut Mutation<'_>) {
+pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let profile = m.profile;
     if profile.writable_paths.is_empty() {
         return;
@@ -46,8 +46,8 @@ pub(super) fn apply(m: &mut Mutation<'_>) {
     }
 }
 
-fn needs_mount(m: &Mutation<'_>, container: &ContainerAt, writable: &WritablePath) -> bool {
-    let Some(spec) = m.editor.get(&container.pointer()) else {
+fn needs_mount(m: &Mutation<'_, '_>, container: &ContainerAt, writable: &WritablePath) -> bool {
+    let Some(spec) = m.editor.get(container.pointer()) else {
         return false;
     };
     if let Some(variable) = &writable.when_env
@@ -61,7 +61,10 @@ fn needs_mount(m: &Mutation<'_>, container: &ContainerAt, writable: &WritablePat
 }
 
 /// The container's mount paths, without trailing slashes.
-fn mount_paths<'m>(m: &'m Mutation<'_>, container: &ContainerAt) -> impl Iterator<Item = &'m str> {
+fn mount_paths<'m>(
+    m: &'m Mutation<'_, '_>,
+    container: &ContainerAt,
+) -> impl Iterator<Item = &'m str> {
     m.editor
         .get(&format!("{}/volumeMounts", container.pointer()))
         .and_then(Value::as_array)
@@ -98,7 +101,7 @@ fn env_is_set(container: &Value, variable: &str) -> bool {
         })
 }
 
-fn mount(m: &mut Mutation<'_>, container: &ContainerAt, writable: &WritablePath) {
+fn mount(m: &mut Mutation<'_, '_>, container: &ContainerAt, writable: &WritablePath) {
     let path = writable.path.as_str();
     let (volume, created) = volume_for(m, path);
     m.editor.push(
@@ -116,25 +119,23 @@ fn mount(m: &mut Mutation<'_>, container: &ContainerAt, writable: &WritablePath)
 
 /// The emptyDir volume for `path`: the one restrictor made earlier in this pass, or a new one with a
 /// name no other volume has. Returns the name and whether it was created now.
-fn volume_for(m: &mut Mutation<'_>, path: &str) -> (String, bool) {
+fn volume_for(m: &mut Mutation<'_, '_>, path: &str) -> (String, bool) {
     let base = dns_label(&format!("restrictor{}", path.replace('/', "-")));
-    let volumes: Vec<(String, bool)> = m
-        .spec()
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| {
-            let name = v.get("name").and_then(Value::as_str)?;
-            Some((name.to_owned(), v.get("emptyDir").is_some()))
-        })
-        .collect();
+    // Whether a volume of that name exists, and if so whether it is an emptyDir.
+    let existing = |m: &Mutation<'_, '_>, name: &str| {
+        m.spec()
+            .get("volumes")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+            .map(|v| v.get("emptyDir").is_some())
+    };
     let mut candidate = base.clone();
     for n in 2.. {
-        match volumes.iter().find(|(name, _)| *name == candidate) {
+        match existing(m, &candidate) {
             // Shared by every container that needs this path: restrictor named it after the path.
-            Some((_, true)) => return (candidate, false),
-            Some((_, false)) => {
+            Some(true) => return (candidate, false),
+            Some(false) => {
                 let suffix = format!("-{n}");
                 candidate = format!("{}{suffix}", truncate(&base, MAX_NAME - suffix.len()));
             }
@@ -148,8 +149,8 @@ fn volume_for(m: &mut Mutation<'_>, path: &str) -> (String, bool) {
 }
 
 /// Adds an init container that copies what the image has at `path` into the new emptyDir.
-fn seed(m: &mut Mutation<'_>, container: &ContainerAt, path: &str, volume: &str) {
-    let Some(spec) = m.editor.get(&container.pointer()) else {
+fn seed(m: &mut Mutation<'_, '_>, container: &ContainerAt, path: &str, volume: &str) {
+    let Some(spec) = m.editor.get(container.pointer()) else {
         return;
     };
     let image = spec
@@ -190,17 +191,19 @@ fn seed(m: &mut Mutation<'_>, container: &ContainerAt, path: &str, volume: &str)
 
 /// A DNS label: lowercase alphanumerics and '-', at most 63 characters, alphanumeric at both ends.
 fn dns_label(raw: &str) -> String {
-    let mut label: String = raw
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
+    let mut label = String::with_capacity(raw.len().min(MAX_NAME));
+    for c in raw.chars() {
+        let c = match c.to_ascii_lowercase() {
             c @ ('a'..='z' | '0'..='9') => c,
             _ => '-',
-        })
-        .collect();
-    while label.contains("--") {
-        label = label.replace("--", "-");
+        };
+        // Runs of separators collapse to one dash; none at the start.
+        if c == '-' && (label.is_empty() || label.ends_with('-')) {
+            continue;
+        }
+        label.push(c);
     }
-    truncate(&label, MAX_NAME).trim_matches('-').to_owned()
+    truncate(&label, MAX_NAME).trim_end_matches('-').to_owned()
 }
 
 fn truncate(text: &str, max: usize) -> &str {
