@@ -13,6 +13,18 @@ const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let windows = m.is_windows();
     for container in m.containers() {
+        // Most pods arrive already compliant (made from templates restrictor mutated): one read
+        // of the security context settles them without building a pointer per field.
+        let compliant = m.editor.get(container.pointer()).is_some_and(|c| {
+            is_compliant(
+                c.get("securityContext"),
+                windows,
+                m.profile.read_only_root_filesystem,
+            )
+        });
+        if compliant {
+            continue;
+        }
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {
             allow_privilege_escalation(m, &container, &sc);
@@ -25,6 +37,34 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
             read_only_root_filesystem(m, &container, &sc);
         }
     }
+}
+
+/// Whether none of the rules below would change (or deny) this security context.
+fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool {
+    let Some(sc) = sc.filter(|sc| sc.is_object()) else {
+        return false;
+    };
+    let field = |name: &str| sc.get(name);
+    let run_as_non_root = matches!(field("runAsNonRoot"), None | Some(Value::Bool(true)));
+    if windows {
+        return run_as_non_root;
+    }
+    let capabilities = field("capabilities");
+    let drops_all = capabilities
+        .and_then(|c| c.get("drop"))
+        .and_then(Value::as_array)
+        .is_some_and(|drop| drop.iter().any(|c| c.as_str() == Some("ALL")));
+    let adds_only_allowed = capabilities.and_then(|c| c.get("add")).is_none_or(|add| {
+        add.as_array()
+            .is_some_and(|add| add.iter().all(|c| c.as_str() == Some(ALLOWED_ADD)))
+    });
+    run_as_non_root
+        && drops_all
+        && adds_only_allowed
+        && field("allowPrivilegeEscalation") == Some(&Value::Bool(false))
+        && field("runAsUser").is_none_or(|id| id.as_i64().is_some_and(|id| id > 0))
+        && field("seccompProfile").is_none_or(is_compliant_seccomp)
+        && (!read_only_root || field("readOnlyRootFilesystem") == Some(&Value::Bool(true)))
 }
 
 fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
