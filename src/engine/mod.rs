@@ -298,10 +298,12 @@ fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) ->
 
     // Order matters: what cannot be fixed is decided (and, where the policy says so, removed) first,
     // so the fixes below see the pod as it will be admitted.
+    // Containers restrictor adds (seeding writable paths) exist before the pod-level rules ask
+    // whether every container sets its own user.
     unfixable::apply(&mut mutation);
     scheduling::apply(&mut mutation);
-    pod::apply(&mut mutation);
     writable::apply(&mut mutation);
+    pod::apply(&mut mutation);
     containers::apply(&mut mutation);
 
     let Mutation {

@@ -798,3 +798,18 @@ fn action_remove_applies_to_every_category() {
     assert_eq!(unfixable.capabilities, Action::Remove);
     assert_eq!(unfixable.host_namespaces, Action::Deny);
 }
+
+#[test]
+fn pod_user_accounts_for_the_seed_container_restrictor_adds() {
+    // Found by the property suite: the container sets its own user, but the seed init container
+    // added for the agent's local catalogs does not, so the pod needs one on the first pass.
+    let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "o", "namespace": "apps"},
+        "spec": {"securityContext": {}, "containers": [{"name": "main0", "image": "rancher/rancher-agent:v2.14.4",
+                 "securityContext": {"runAsUser": 1}}]}});
+    let (_, patched) = admit(&object);
+    assert_eq!(patched["spec"]["securityContext"]["runAsUser"], 1000);
+    assert_eq!(
+        patched["spec"]["containers"][0]["securityContext"]["runAsUser"],
+        1
+    );
+}
