@@ -298,7 +298,11 @@ fn print_table(results: &[(Proto, usize, Stats, Stats)]) {
     };
     for (proto, c, cs, rs) in results {
         line(*proto, *c, "ceiling", cs, None);
-        let ratios = (rs.rps / cs.rps.max(1e-9), rs.p99_ms / cs.p99_ms.max(1e-9));
+        let ratios = (
+            rs.rps / cs.rps.max(1e-9),
+            rs.p99_ms / cs.p99_ms.max(1e-9),
+            rs.server_cpu_us_per_req / cs.server_cpu_us_per_req.max(1e-9),
+        );
         line(*proto, *c, "restrictor", rs, Some(ratios));
     }
     println!();
