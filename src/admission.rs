@@ -162,141 +162,209 @@ fn as_map<S: serde::Serializer>(
     serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
-/// Parses one AdmissionReview request body and answers it under `policy`.
-pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdmissionError::EmptyBody);
-    }
-    let review: ReviewIn<'_> = serde_json::from_slice(body)
-        .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
-    match review.api_version.as_deref() {
-        Some(API_VERSION) => {}
-        other => {
-            return Err(AdmissionError::ApiVersion(
-                other.unwrap_or_default().to_owned(),
-            ));
+/// A validated AdmissionReview request: the envelope fields restrictor reads, the object parsed
+/// once into JSON (`oldObject`, `userInfo` and the rest are skipped unparsed).
+#[derive(Debug)]
+pub struct Review<'a> {
+    pub uid: Cow<'a, str>,
+    /// API group (`""` for core) and kind of the object, as the request names them.
+    pub group: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub operation: Cow<'a, str>,
+    pub namespace: String,
+    /// The name, or `prefix*` while the object has only a `generateName`.
+    pub name: String,
+    pub dry_run: bool,
+    /// Present for CREATE and UPDATE (required there), absent otherwise.
+    pub object: Option<Value>,
+}
+
+impl<'a> Review<'a> {
+    /// Parses and validates one request body; the error says what is wrong (HTTP 400).
+    pub fn parse(body: &'a [u8]) -> Result<Self, AdmissionError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(AdmissionError::EmptyBody);
         }
-    }
-    match review.kind.as_deref() {
-        Some(KIND) => {}
-        other => return Err(AdmissionError::Kind(other.unwrap_or_default().to_owned())),
-    }
-    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
-    let uid = request
-        .uid
-        .filter(|uid| !uid.is_empty())
-        .ok_or(AdmissionError::MissingUid)?;
-    let gvk = request.kind.ok_or(AdmissionError::MissingKind)?;
-    let operation = request.operation.unwrap_or_default();
-    let engine_operation = match operation.as_ref() {
-        "CREATE" => Some(Operation::Create),
-        "UPDATE" => Some(Operation::Update),
-        // DELETE and CONNECT carry nothing to mutate.
-        _ => None,
-    };
-    let mut object = match (engine_operation, request.object) {
-        (Some(_), Some(object @ Value::Object(_))) => Some(object),
-        (Some(_), _) => {
-            return Err(AdmissionError::MissingObject {
-                operation: operation.into_owned(),
-            });
+        let review: ReviewIn<'_> = serde_json::from_slice(body)
+            .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+        match review.api_version.as_deref() {
+            Some(API_VERSION) => {}
+            other => {
+                return Err(AdmissionError::ApiVersion(
+                    other.unwrap_or_default().to_owned(),
+                ));
+            }
         }
-        (None, _) => None,
-    };
-    let namespace = request
-        .namespace
-        .filter(|ns| !ns.is_empty())
-        .map(Cow::into_owned)
-        .or_else(|| {
-            object
-                .as_ref()
-                .and_then(|o| o.at("/metadata/namespace"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+        match review.kind.as_deref() {
+            Some(KIND) => {}
+            other => return Err(AdmissionError::Kind(other.unwrap_or_default().to_owned())),
+        }
+        let request = review.request.ok_or(AdmissionError::MissingRequest)?;
+        let uid = request
+            .uid
+            .filter(|uid| !uid.is_empty())
+            .ok_or(AdmissionError::MissingUid)?;
+        let gvk = request.kind.ok_or(AdmissionError::MissingKind)?;
+        let operation = request.operation.unwrap_or_default();
+        let object = match (Self::engine_operation(&operation), request.object) {
+            (Some(_), Some(object @ Value::Object(_))) => Some(object),
+            (Some(_), _) => {
+                return Err(AdmissionError::MissingObject {
+                    operation: operation.into_owned(),
+                });
+            }
+            (None, _) => None,
+        };
+        let namespace = request
+            .namespace
+            .filter(|ns| !ns.is_empty())
+            .map(Cow::into_owned)
+            .or_else(|| {
+                object
+                    .as_ref()
+                    .and_then(|o| o.at("/metadata/namespace"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let name = match (request.name.filter(|n| !n.is_empty()), &object) {
+            (Some(name), _) => name.into_owned(),
+            (None, Some(object)) => display_name(object),
+            (None, None) => String::new(),
+        };
+        Ok(Self {
+            uid,
+            group: gvk.group,
+            kind: gvk.kind,
+            sub_resource: request.sub_resource.filter(|s| !s.is_empty()),
+            operation,
+            namespace,
+            name,
+            dry_run: request.dry_run.unwrap_or(false),
+            object,
         })
-        .unwrap_or_default();
-    let name = match (request.name.filter(|n| !n.is_empty()), &object) {
-        (Some(name), _) => name.into_owned(),
-        (None, Some(object)) => display_name(object),
-        (None, None) => String::new(),
-    };
+    }
 
-    let mut summary = Summary {
-        uid: uid.clone().into_owned(),
-        kind: gvk.kind.clone().into_owned(),
-        namespace,
-        name,
-        operation: operation.clone().into_owned(),
-        dry_run: request.dry_run.unwrap_or(false),
-        outcome: Outcome::Unchanged,
-        profile: None,
-        changes: Vec::new(),
-    };
-    let mut response = ResponseOut {
-        uid: &uid,
-        allowed: true,
-        patch_type: None,
-        patch: None,
-        status: None,
-        warnings: Vec::new(),
-        audit_annotations: Vec::new(),
-    };
+    fn engine_operation(operation: &str) -> Option<Operation> {
+        match operation {
+            "CREATE" => Some(Operation::Create),
+            "UPDATE" => Some(Operation::Update),
+            // DELETE and CONNECT carry nothing to mutate.
+            _ => None,
+        }
+    }
 
-    // The engine edits the parsed object in place (it is ours and is dropped after the answer).
-    let subject = object.as_ref().map(describe).unwrap_or_default();
-    let evaluation = match (engine_operation, object.as_mut()) {
-        (Some(operation), Some(object)) => WorkloadKind::from_group_kind(&gvk.group, &gvk.kind)
-            .filter(|_| !(operation == Operation::Update && is_being_deleted(object)))
-            .and_then(|kind| {
-                let context = Context {
-                    operation,
-                    sub_resource: request.sub_resource.as_deref().filter(|s| !s.is_empty()),
-                };
-                engine::evaluate(policy, object, kind, &summary.namespace, context)
-            }),
-        _ => None,
-    };
+    fn summary(&self) -> Summary {
+        Summary {
+            uid: self.uid.clone().into_owned(),
+            kind: self.kind.clone().into_owned(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            operation: self.operation.clone().into_owned(),
+            dry_run: self.dry_run,
+            outcome: Outcome::Unchanged,
+            profile: None,
+            changes: Vec::new(),
+        }
+    }
 
-    if let Some(evaluation) = evaluation {
-        let outcome = evaluation.outcome;
-        summary.profile = Some(evaluation.profile.to_owned());
-        summary.changes = outcome.changes.iter().map(ToString::to_string).collect();
-        response.warnings = bounded_warnings(&summary.changes, &outcome.warnings);
-        response
-            .audit_annotations
-            .push(("profile", evaluation.profile.to_owned()));
-        if let Some(denial) = &outcome.denial {
-            summary.outcome = Outcome::Denied;
-            let message = format!("restrictor: {subject}: {denial}");
+    /// Answers `allowed` with nothing changed, whatever the object: what every review costs
+    /// besides the policy (the load benchmark's ceiling uses it).
+    pub fn allow(self) -> Result<Answer, AdmissionError> {
+        let summary = self.summary();
+        let body = encode(ResponseOut::allowed(&self.uid))?;
+        Ok(Answer { body, summary })
+    }
+
+    /// Answers the review under `policy`.
+    pub fn answer(mut self, policy: &Policy) -> Result<Answer, AdmissionError> {
+        let mut summary = self.summary();
+        let mut response = ResponseOut::allowed(&self.uid);
+
+        // The engine edits the parsed object in place (it is ours and is dropped after the answer).
+        let subject = self.object.as_ref().map(describe).unwrap_or_default();
+        let evaluation = match (
+            Self::engine_operation(&self.operation),
+            self.object.as_mut(),
+        ) {
+            (Some(operation), Some(object)) => {
+                WorkloadKind::from_group_kind(&self.group, &self.kind)
+                    .filter(|_| !(operation == Operation::Update && is_being_deleted(object)))
+                    .and_then(|kind| {
+                        let context = Context {
+                            operation,
+                            sub_resource: self.sub_resource.as_deref(),
+                        };
+                        engine::evaluate(policy, object, kind, &self.namespace, context)
+                    })
+            }
+            _ => None,
+        };
+
+        if let Some(evaluation) = evaluation {
+            let outcome = evaluation.outcome;
+            summary.profile = Some(evaluation.profile.to_owned());
+            summary.changes = outcome.changes.iter().map(ToString::to_string).collect();
+            response.warnings = bounded_warnings(&summary.changes, &outcome.warnings);
             response
                 .audit_annotations
-                .push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
-            response.allowed = false;
-            response.status = Some(StatusOut {
-                code: 403,
-                reason: "Forbidden",
-                message,
-            });
-        } else if !outcome.patch.is_empty() {
-            summary.outcome = Outcome::Patched;
-            let patch = serde_json::to_vec(&outcome.patch)
-                .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
-            response.patch_type = Some("JSONPatch");
-            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
-            response.audit_annotations.push((
-                "changes",
-                bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS),
-            ));
+                .push(("profile", evaluation.profile.to_owned()));
+            if let Some(denial) = &outcome.denial {
+                summary.outcome = Outcome::Denied;
+                let message = format!("restrictor: {subject}: {denial}");
+                response
+                    .audit_annotations
+                    .push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
+                response.allowed = false;
+                response.status = Some(StatusOut {
+                    code: 403,
+                    reason: "Forbidden",
+                    message,
+                });
+            } else if !outcome.patch.is_empty() {
+                summary.outcome = Outcome::Patched;
+                let patch = serde_json::to_vec(&outcome.patch)
+                    .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+                response.patch_type = Some("JSONPatch");
+                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+                response.audit_annotations.push((
+                    "changes",
+                    bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS),
+                ));
+            }
+        }
+        let body = encode(response)?;
+        Ok(Answer { body, summary })
+    }
+}
+
+impl<'a> ResponseOut<'a> {
+    fn allowed(uid: &'a str) -> Self {
+        Self {
+            uid,
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            status: None,
+            warnings: Vec::new(),
+            audit_annotations: Vec::new(),
         }
     }
+}
 
-    let body = serde_json::to_vec(&ReviewOut {
+fn encode(response: ResponseOut<'_>) -> Result<Vec<u8>, AdmissionError> {
+    serde_json::to_vec(&ReviewOut {
         api_version: API_VERSION,
         kind: KIND,
         response,
     })
-    .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
-    Ok(Answer { body, summary })
+    .map_err(|error| AdmissionError::Malformed(error.to_string()))
+}
+
+/// Parses one AdmissionReview request body and answers it under `policy`.
+pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
+    Review::parse(body)?.answer(policy)
 }
 
 fn is_being_deleted(object: &Value) -> bool {

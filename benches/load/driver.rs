@@ -5,7 +5,6 @@
 //! `restrictor.restrictor-system.svc`, `POST /mutate?timeout=10s`).
 #![allow(dead_code)]
 
-use std::borrow::Cow;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
@@ -19,12 +18,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use restrictor::admission::{AdmissionError, Answer, Outcome, Summary};
+use restrictor::admission::{AdmissionError, Answer, Review};
 use restrictor::policy::Policy;
 use restrictor::server::{ReviewFn, ServeConfig, Server, TlsSource};
 use rustls::pki_types::ServerName;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
@@ -43,101 +41,11 @@ const UID_PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 // ---------------------------------------------------------------------------------------------
 // The ceiling handler
 
-/// The ceiling: everything restrictor's handler does that is not policy. Parses the whole review
-/// envelope the way `restrictor::admission::review` does (the object into a `serde_json::Value`,
-/// apiVersion/kind/uid checked), then answers `allowed: true` with the uid.
+/// The ceiling: everything restrictor's handler does that is not policy. Parses and validates the
+/// review exactly as `restrictor::admission::review` does (the same `Review::parse`: the object
+/// into a `serde_json::Value`), then answers `allowed: true` with the uid.
 pub fn ceiling_review(body: &[u8], _policy: &Policy) -> Result<Answer, AdmissionError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct ReviewIn<'a> {
-        #[serde(borrow)]
-        api_version: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        kind: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        request: Option<RequestIn<'a>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct RequestIn<'a> {
-        #[serde(borrow)]
-        uid: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        kind: Option<Gvk<'a>>,
-        #[serde(borrow)]
-        namespace: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        name: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        operation: Option<Cow<'a, str>>,
-        dry_run: Option<bool>,
-        object: Option<Value>,
-    }
-    #[derive(Deserialize)]
-    struct Gvk<'a> {
-        #[serde(borrow, default)]
-        kind: Cow<'a, str>,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct ReviewOut<'a> {
-        api_version: &'static str,
-        kind: &'static str,
-        response: ResponseOut<'a>,
-    }
-    #[derive(Serialize)]
-    struct ResponseOut<'a> {
-        uid: &'a str,
-        allowed: bool,
-    }
-
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdmissionError::EmptyBody);
-    }
-    let review: ReviewIn<'_> =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
-    if review.api_version.as_deref() != Some("admission.k8s.io/v1") {
-        return Err(AdmissionError::ApiVersion(
-            review.api_version.unwrap_or_default().into_owned(),
-        ));
-    }
-    if review.kind.as_deref() != Some("AdmissionReview") {
-        return Err(AdmissionError::Kind(
-            review.kind.unwrap_or_default().into_owned(),
-        ));
-    }
-    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
-    let uid = request
-        .uid
-        .filter(|u| !u.is_empty())
-        .ok_or(AdmissionError::MissingUid)?;
-    let kind = request.kind.ok_or(AdmissionError::MissingKind)?;
-    // Keep the object alive until the answer is built, as restrictor does.
-    let object = request.object;
-    let body = serde_json::to_vec(&ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &uid,
-            allowed: true,
-        },
-    })
-    .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
-    drop(object);
-    Ok(Answer {
-        body,
-        summary: Summary {
-            uid: uid.into_owned(),
-            kind: kind.kind.into_owned(),
-            namespace: request.namespace.unwrap_or_default().into_owned(),
-            name: request.name.unwrap_or_default().into_owned(),
-            operation: request.operation.unwrap_or_default().into_owned(),
-            dry_run: request.dry_run.unwrap_or(false),
-            outcome: Outcome::Unchanged,
-            profile: None,
-            changes: Vec::new(),
-        },
-    })
+    Review::parse(body)?.allow()
 }
 
 // ---------------------------------------------------------------------------------------------
