@@ -146,18 +146,3 @@ fn write_seed_corpus() {
     }
     assert!(reviews > 0);
 }
-
-/// Open bug (engine, not fixed on this branch): with the `rancher-agent` profile, when every
-/// container sets its own `runAsUser`/`runAsGroup`, `pod::identities` leaves the pod-level ones
-/// unset; `writable::apply` then adds the `restrictor-seed-local-catalogs` init container, which sets
-/// neither. The seed container runs as the image's user (root for the agent image, which its
-/// `runAsNonRoot: true` then refuses), and a second pass patches the pod again: not idempotent.
-#[test]
-#[ignore = "open bug: the seed init container gets no runAsUser/runAsGroup (src/engine/pod.rs + writable.rs)"]
-fn open_seed_init_container_identity() {
-    let data = std::fs::read(
-        root().join("fuzz/regressions/engine/open/seed-init-container-identity.json"),
-    )
-    .expect("input");
-    checks::engine(&data);
-}

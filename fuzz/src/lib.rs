@@ -220,7 +220,9 @@ fn check_levels(object: &Value, kind: WorkloadKind) {
 }
 
 fn evaluate_as(policy: &Policy, object: &Value, kind: WorkloadKind, namespace: &str) {
-    let Some(evaluation) = engine::evaluate(policy, object, kind, namespace, Context::CREATE)
+    // The engine edits its argument in place; keep `object` as the original to compare against.
+    let mut edited = object.clone();
+    let Some(evaluation) = engine::evaluate(policy, &mut edited, kind, namespace, Context::CREATE)
     else {
         assert!(
             PodTemplate::locate_as(object, kind).is_none(),
@@ -249,9 +251,19 @@ fn evaluate_as(policy: &Policy, object: &Value, kind: WorkloadKind, namespace: &
         return;
     }
     let patched = apply(object, &outcome.patch);
+    assert_eq!(
+        patched, edited,
+        "{kind:?}: the in-place result differs from the patch"
+    );
     assert_restricted(&patched, kind);
-    let again = engine::evaluate(policy, &patched, kind, namespace, Context::CREATE)
-        .expect("the patched object is still matched");
+    let again = engine::evaluate(
+        policy,
+        &mut patched.clone(),
+        kind,
+        namespace,
+        Context::CREATE,
+    )
+    .expect("the patched object is still matched");
     assert_eq!(
         again.profile, evaluation.profile,
         "{kind:?}: another profile"
@@ -281,7 +293,7 @@ fn check_update(policy: &Policy, object: &Value, kind: WorkloadKind, namespace: 
             operation: Operation::Update,
             sub_resource,
         };
-        engine::evaluate(policy, object, kind, namespace, context)
+        engine::evaluate(policy, &mut object.clone(), kind, namespace, context)
             .expect("matched on CREATE, matched on UPDATE")
             .outcome
     };

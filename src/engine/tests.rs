@@ -800,16 +800,38 @@ fn action_remove_applies_to_every_category() {
 }
 
 #[test]
-fn pod_user_accounts_for_the_seed_container_restrictor_adds() {
-    // Found by the property suite: the container sets its own user, but the seed init container
-    // added for the agent's local catalogs does not, so the pod needs one on the first pass.
+fn the_seed_container_copies_as_the_user_the_agent_runs_as() {
+    // Found by the fuzzer: every container sets its user, so the pod sets none; the seed container
+    // must then run as the agent's user itself (not the image's, root for the agent image).
+    let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent", "namespace": "apps"},
+        "spec": {"containers": [{"name": "agent", "image": "rancher/rancher-agent:v2.14.4",
+                 "securityContext": {"runAsUser": 4242, "runAsGroup": 4343}}]}});
+    let (_, patched) = admit(&object);
+    let seed = container(
+        &patched["spec"],
+        "initContainers",
+        "restrictor-seed-local-catalogs",
+    );
+    assert_eq!(seed["securityContext"]["runAsUser"], 4242);
+    assert_eq!(seed["securityContext"]["runAsGroup"], 4343);
+    assert!(
+        patched["spec"]["securityContext"]
+            .get("runAsUser")
+            .is_none()
+    );
+}
+
+#[test]
+fn pod_ids_account_for_the_seed_container_restrictor_adds() {
+    // Found by the property suite: the pod-level rules must see the seed container (added for the
+    // agent's local catalogs) or a second pass patches the pod again.
     let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "o", "namespace": "apps"},
         "spec": {"securityContext": {}, "containers": [{"name": "main0", "image": "rancher/rancher-agent:v2.14.4",
                  "securityContext": {"runAsUser": 1}}]}});
     let (_, patched) = admit(&object);
-    assert_eq!(patched["spec"]["securityContext"]["runAsUser"], 1000);
-    assert_eq!(
-        patched["spec"]["containers"][0]["securityContext"]["runAsUser"],
-        1
-    );
+    let spec = &patched["spec"];
+    assert!(spec["securityContext"].get("runAsUser").is_none());
+    assert_eq!(spec["securityContext"]["runAsGroup"], 1000);
+    let seed = container(spec, "initContainers", "restrictor-seed-local-catalogs");
+    assert_eq!(seed["securityContext"]["runAsUser"], 1);
 }

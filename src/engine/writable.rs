@@ -182,6 +182,20 @@ fn seed(m: &mut Mutation<'_, '_>, container: &ContainerAt, path: &str, volume: &
     if let (Some(policy), Some(object)) = (spec.get("imagePullPolicy"), seed.as_object_mut()) {
         object.insert("imagePullPolicy".to_owned(), policy.clone());
     }
+    // Copy as the user the workload runs as, so it owns what it finds there.
+    for id in ["runAsUser", "runAsGroup"] {
+        let own = spec
+            .get("securityContext")
+            .and_then(|sc| sc.get(id))
+            .filter(|v| v.as_i64().is_some_and(|id| id > 0));
+        if let (Some(own), Some(sc)) = (
+            own,
+            seed.get_mut("securityContext")
+                .and_then(Value::as_object_mut),
+        ) {
+            sc.insert(id.to_owned(), own.clone());
+        }
+    }
     m.editor.push("/spec/initContainers", seed);
     m.change(
         Scope::Pod,
