@@ -183,7 +183,7 @@ pub fn engine(data: &[u8]) {
     if !object.is_object() {
         return;
     }
-    let policy: &Policy = if data.len() % 2 == 0 {
+    let policy: &Policy = if data.len().is_multiple_of(2) {
         &BUILTIN
     } else {
         &REMOVE_ALL
