@@ -31,7 +31,9 @@ fn have_openssl() -> bool {
 fn client_trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.expect("ca.crt is PEM")).expect("a CA certificate");
+        roots
+            .add(cert.expect("ca.crt is PEM"))
+            .expect("a CA certificate");
     }
     assert_eq!(roots.len(), 1, "ca.crt holds exactly one certificate");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -51,11 +53,7 @@ fn printed_ca_bundle(stdout: &str) -> String {
         .by_ref()
         .find(|l| l.starts_with("caBundle"))
         .expect("the script prints a caBundle heading");
-    lines
-        .next()
-        .expect("the caBundle line")
-        .trim()
-        .to_owned()
+    lines.next().expect("the caBundle line").trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +62,9 @@ async fn gen_certs_output_is_served_and_verifies_with_the_printed_ca_bundle() {
         if std::env::var_os("CI").is_some() {
             panic!("openssl is not installed but CI is set: certs/gen-certs.sh cannot be tested");
         }
-        eprintln!("SKIPPED: openssl is not installed (certs/gen-certs.sh needs it); set CI=1 to make this a failure");
+        eprintln!(
+            "SKIPPED: openssl is not installed (certs/gen-certs.sh needs it); set CI=1 to make this a failure"
+        );
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -161,7 +161,10 @@ async fn gen_certs_output_is_served_and_verifies_with_the_printed_ca_bundle() {
     let tcp = TcpStream::connect(server.https).await.unwrap();
     let wrong = ServerName::try_from("other.restrictor-system.svc").unwrap();
     assert!(
-        TlsConnector::from(client).connect(wrong, tcp).await.is_err(),
+        TlsConnector::from(client)
+            .connect(wrong, tcp)
+            .await
+            .is_err(),
         "a name not in the SANs must not verify"
     );
     server.shutdown().await.unwrap();
