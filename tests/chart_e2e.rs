@@ -1046,6 +1046,52 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
     ));
     let release_count = release_ns_requests.len();
     requests.extend(release_ns_requests);
+    // An ordinary namespace (the workloads entry, webhook.failurePolicy = Fail by default).
+    let mut agent_elsewhere = agent.clone();
+    agent_elsewhere["metadata"]["namespace"] = json!("team-a");
+    requests.push(Request::create(
+        "agent Deployment in team-a",
+        "team-a",
+        agent_elsewhere,
+    ));
+    // A namespace opted out by label: never sent.
+    let mut agent_opted_out = agent.clone();
+    agent_opted_out["metadata"]["namespace"] = json!("legacy");
+    namespaces.insert(
+        "legacy".into(),
+        [("restrictor.dev/ignore".to_owned(), "true".to_owned())].into(),
+    );
+    requests.push(Request::create(
+        "agent Deployment in the opted-out namespace legacy",
+        "legacy",
+        agent_opted_out,
+    ));
+    // kube-system beyond the CoreDNS pod: its Deployment (vcluster's CoreDNS is one), whose
+    // pods the loop below derives, all through the Ignore entry.
+    let coredns = requests
+        .iter()
+        .find(|r| r.namespace == "kube-system" && r.object["kind"] == "Pod")
+        .expect("the vcluster CoreDNS pod is in the fixtures")
+        .object
+        .clone();
+    let mut labels = coredns["metadata"]["labels"].clone();
+    if let Some(l) = labels.as_object_mut() {
+        l.remove("pod-template-hash");
+    }
+    let coredns_deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": coredns["spec"]},
+        },
+    });
+    requests.push(Request::create(
+        "kube-system Deployment coredns",
+        "kube-system",
+        coredns_deployment,
+    ));
     for r in &requests {
         if !r.namespace.is_empty() {
             let labels = namespaces.entry(r.namespace.clone()).or_default();
@@ -1114,6 +1160,12 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             continue;
         };
         tally.sent += 1;
+        assert!(
+            !ns_labels.contains_key("restrictor.dev/ignore")
+                && !labels_of(&req.object).contains_key("restrictor.dev/ignore"),
+            "{}: opted out, but sent",
+            req.what
+        );
         tally
             .by_namespace_policy
             .entry(req.namespace.clone())
@@ -1130,6 +1182,15 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
                 req.what
             );
             tally.denied.insert(req.what.clone());
+            // Its pods, had it been created before restrictor, are denied too.
+            if depth == 0
+                && let Some(pod) = pod_from(&req.object)
+            {
+                queue.push_back((
+                    Request::create(format!("pod of {}", req.what), &req.namespace, pod),
+                    1,
+                ));
+            }
             continue;
         }
         if answer.patch_ops > 0 {
@@ -1278,7 +1339,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
         tally.compliant_agents
     );
     assert!(
-        tally.kube_system_handled >= 1,
+        tally.kube_system_handled >= 4,
         "kube-system pods are handled (Ignore entry)"
     );
     assert_eq!(
@@ -1303,7 +1364,12 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             "failurePolicy in {ns}"
         );
     }
-    for ns in ["cattle-system", "cattle-fleet-system", "kube-system"] {
+    for ns in [
+        "cattle-system",
+        "cattle-fleet-system",
+        "kube-system",
+        "team-a",
+    ] {
         assert!(
             tally.by_namespace_policy.contains_key(ns),
             "nothing was sent for {ns}"
