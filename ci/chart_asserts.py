@@ -266,12 +266,14 @@ def assert_rbac(scenario, docs, ns, expect):
     lease_rules = [r for r in rrules if r["resources"] == ["leases"]]
     work_rules = [r for r in crules if r["apiGroups"] in (["apps"], ["batch"]) or r["resources"] == ["pods"]]
     if expect["tls"] == "self-managed":
-        check(any(r.get("resourceNames") == ["restrictor-tls"] and {"get", "update"} <= set(r["verbs"]) for r in secret_rules),
-              f"{scenario}: no get/update on the one Secret")
+        # exactly the calls of src/cluster/secret.rs and mod.rs: get, update (PUT), watch
+        check(any(r.get("resourceNames") == ["restrictor-tls"] and set(r["verbs"]) == {"get", "update", "watch"}
+                  for r in secret_rules), f"{scenario}: the one Secret: verbs must be exactly get, update, watch")
+        check(len(secret_rules) == 2, f"{scenario}: secret rules {secret_rules}")
         check(any(r["verbs"] == ["create"] and "resourceNames" not in r for r in secret_rules),
               f"{scenario}: no create on secrets")
         check(len(mwc_rules) == 1 and mwc_rules[0].get("resourceNames") == ["restrictor"]
-              and set(mwc_rules[0]["verbs"]) == {"get", "patch", "watch", "list"},
+              and set(mwc_rules[0]["verbs"]) == {"get", "patch", "watch"},
               f"{scenario}: MutatingWebhookConfiguration rule {mwc_rules}")
         args = spec["containers"][0]["args"]
         for a in ("--self-managed-certs", "--service=restrictor", "--secret=restrictor-tls", "--webhook-config=restrictor"):
@@ -288,6 +290,10 @@ def assert_rbac(scenario, docs, ns, expect):
               f"{scenario}: jobs list")
         check(any(r["resources"] == ["pods"] and r["verbs"] == ["list"] for r in work_rules), f"{scenario}: pods list")
         check(f"--lease-name={lease}" in spec["containers"][0]["args"], f"{scenario}: --lease-name arg")
+        env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
+        check(env.get("RESTRICTOR_POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+              f"{scenario}: RESTRICTOR_POD_NAME (the Lease identity) not from the downward API")
+        check(len(lease_rules) == 2 and len(work_rules) == 3, f"{scenario}: reconcile rules {lease_rules} {work_rules}")
     else:
         check(not lease_rules and not work_rules, f"{scenario}: reconcile RBAC without reconcile")
         check("--reconcile-existing" not in spec["containers"][0]["args"], f"{scenario}: --reconcile-existing without reconcile")
@@ -306,10 +312,15 @@ def assert_deployment(scenario, docs, expect):
     check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}, f"{scenario}: readiness probe")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     check(ports == {"https": 8443, "admin": 8080}, f"{scenario}: ports {ports}")
-    grace = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--shutdown-grace-period=")), None)
+    def seconds(flag):
+        v = next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), None)
+        return int(v[:-1]) if v and v.endswith("s") and v[:-1].isdigit() else None
+    grace, delay = seconds("--shutdown-grace"), seconds("--shutdown-delay")
     pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-    check(grace is not None and spec["terminationGracePeriodSeconds"] > grace + pre,
-          f"{scenario}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} <= drain {grace}+{pre}")
+    check(grace is not None and delay is not None
+          and spec["terminationGracePeriodSeconds"] > grace + delay + pre,
+          f"{scenario}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} <= drain {pre}+{delay}+{grace}")
+    check(delay is not None and delay > 0, f"{scenario}: --shutdown-delay is 0: endpoints may still route to a closed listener")
     check(c["resources"]["requests"].get("cpu") and c["resources"]["requests"].get("memory"), f"{scenario}: requests")
     env = {e["name"]: e for e in c.get("env", [])}
     check(env.get("RESTRICTOR_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",

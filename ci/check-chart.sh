@@ -8,7 +8,8 @@
 #   4. ci/chart_asserts.py: the chart's promises (release namespace never called, kube-system
 #      entry Ignore, cattle-* entry Fail, restricted security context, RBAC per mode, ...)
 #   5. renderings that must FAIL (secret mode without secretName/caBundle, a typo in values)
-#   6. if $RESTRICTOR_BIN is set: `$RESTRICTOR_BIN check --level restricted FILE` on every rendering
+#   6. if $RESTRICTOR_BIN is set: every flag/env var the chart renders exists in the binary
+#      (ci/check_args.py), and `$RESTRICTOR_BIN check --level restricted FILE` on every rendering
 #   7. the Dockerfile builds with the same cargo command CI uses; hadolint when installed
 #
 # Usage: ci/check-chart.sh            (tools from ci/install-k8s-tools.sh, in .tools/bin or PATH)
@@ -67,7 +68,7 @@ SCENARIOS=(
   "secret|--set tls.mode=secret --set tls.secretName=restrictor-tls --set tls.caBundle=${CA_BUNDLE}"
   "secret-no-reconcile|--set tls.mode=secret --set tls.secretName=restrictor-tls --set tls.caBundle=${CA_BUNDLE} --set reconcileExisting.enabled=false"
   "observability|--set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set-json networkPolicy.metricsFrom=[{\"namespaceSelector\":{\"matchLabels\":{\"kubernetes.io/metadata.name\":\"monitoring\"}}}]"
-  "reconcile-on|--set reconcileExisting.enabled=true --set reconcileExisting.leaseName=my-lease"
+  "reconcile-on|--set reconcileExisting.enabled=true --set reconcileExisting.leaseName=my-lease --set reconcileExisting.namespaces={cattle-system,cattle-fleet-system} --set server.idleTimeout=2m --set server.headerReadTimeout=5s --set server.maxBodyBytes=1048576 --set shutdown.delaySeconds=5 --set shutdown.graceSeconds=15"
   "policy|-f ${POLICY_FILE} --set preStopSleepSeconds=5 --set priorityClassName=system-cluster-critical --set webhook.failurePolicy=Ignore --set webhook.kubeSystem=false --set webhook.excludedNamespaces={team-a,team-b}"
   "no-match-conditions|--set webhook.skipNoopUpdates=false --set uninstallHook.enabled=false"
 )
@@ -114,6 +115,9 @@ expect_fail bad-tls-mode "at '/tls/mode'" --set tls.mode=selfmanaged
 expect_fail bad-failurePolicy "at '/webhook/failurePolicy'" --set webhook.failurePolicy=Maybe
 expect_fail grace-too-short "terminationGracePeriodSeconds" --set terminationGracePeriodSeconds=20
 expect_fail timeout-too-long "at '/webhook/timeoutSeconds'" --set webhook.timeoutSeconds=31
+expect_fail bad-idle-timeout "at '/server/idleTimeout'" --set server.idleTimeout=2min
+expect_fail old-shutdown-value "additional properties" --set shutdownGracePeriodSeconds=20
+expect_fail drain-too-long "terminationGracePeriodSeconds" --set shutdown.delaySeconds=10 --set shutdown.graceSeconds=20
 
 say "kubernetes-validate --strict, Kubernetes ${K8S_MIN} .. newest known"
 mapfile -t K8S_VERSIONS < <("${PYTHON}" - "${K8S_MIN}" <<'PY'
@@ -182,6 +186,21 @@ else
 fi
 
 if [[ -n "${RESTRICTOR_BIN:-}" ]]; then
+  say "every flag and env var the chart renders exists in the binary (ci/check_args.py)"
+  if "${PYTHON}" "${REPO_ROOT}/ci/check_args.py" "${RESTRICTOR_BIN}" "${RENDERED[@]}"; then
+    ok "args and env of every rendered restrictor container are accepted by ${RESTRICTOR_BIN}"
+  else
+    bad "args/env the binary does not accept"
+  fi
+  # the check itself must catch a wrong flag
+  bogus="${OUT_DIR}/bogus-flag.yaml"
+  sed 's/--shutdown-grace=/--shutdown-grace-period=/' "${OUT_DIR}/default.yaml" > "${bogus}"
+  if "${PYTHON}" "${REPO_ROOT}/ci/check_args.py" "${RESTRICTOR_BIN}" "${bogus}" > "${bogus%.yaml}.out" 2>&1; then
+    bad "check_args.py accepted --shutdown-grace-period"
+  else
+    ok "check_args.py rejects an unknown flag (--shutdown-grace-period)"
+  fi
+
   say "restrictor check --level restricted on every rendering"
   for f in "${RENDERED[@]}"; do
     if "${RESTRICTOR_BIN}" check --level restricted "${f}" > "${f%.yaml}.check" 2>&1; then
@@ -191,7 +210,7 @@ if [[ -n "${RESTRICTOR_BIN:-}" ]]; then
     fi
   done
 else
-  say "restrictor check: skipped (set RESTRICTOR_BIN=/path/to/restrictor to run it)"
+  say "flags and restrictor check: skipped (set RESTRICTOR_BIN=/path/to/restrictor to run them)"
 fi
 
 say "Dockerfile"

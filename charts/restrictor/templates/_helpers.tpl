@@ -89,8 +89,9 @@ app.kubernetes.io/part-of: restrictor
 {{- else if .Values.tls.caBundle }}
 {{- fail (printf "tls.caBundle is only used with tls.mode=secret (tls.mode is %s)" .Values.tls.mode) }}
 {{- end }}
-{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownGracePeriodSeconds) (int .Values.preStopSleepSeconds)) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownGracePeriodSeconds (%d) + preStopSleepSeconds (%d), or the kubelet kills restrictor while it drains" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownGracePeriodSeconds) (int .Values.preStopSleepSeconds)) }}
+{{- $drain := add (int .Values.preStopSleepSeconds) (int .Values.shutdown.delaySeconds) (int .Values.shutdown.graceSeconds) }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than preStopSleepSeconds (%d) + shutdown.delaySeconds (%d) + shutdown.graceSeconds (%d), or the kubelet kills restrictor while it drains" (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds) (int .Values.shutdown.delaySeconds) (int .Values.shutdown.graceSeconds)) }}
 {{- end }}
 {{- end }}
 
