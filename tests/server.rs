@@ -669,6 +669,7 @@ async fn a_thousand_idle_tls_connections_do_not_stop_service() {
     let pki = Pki::new();
     let (server, _secret) = start_with(&pki, |_| {}).await;
     let start = Instant::now();
+    let rss_before = rss_kib();
     let client = pki.client(H1);
     // Client and server ends both live in this process: two descriptors per connection.
     let wanted = 1000;
@@ -712,8 +713,17 @@ async fn a_thousand_idle_tls_connections_do_not_stop_service() {
         assert_allowed(status, &body, &uid);
         assert!(t.elapsed() < Duration::from_millis(500));
     }
-    if let Some(rss) = rss_kib() {
-        eprintln!("RSS with {count} idle TLS connections (server and client): {rss} KiB");
+    if let (Some(before), Some(after)) = (rss_before, rss_kib()) {
+        let per_connection = after.saturating_sub(before) / count as u64;
+        eprintln!(
+            "RSS {before} -> {after} KiB with {count} idle TLS connections (server and client ends): {per_connection} KiB each"
+        );
+        // Both ends of a TLS connection (rustls state, buffers, a task) in this process: tens of
+        // KiB each were measured; a leak or unbounded buffer would blow far past this.
+        assert!(
+            per_connection < 128,
+            "memory per idle connection {per_connection} KiB is not bounded"
+        );
     }
     eprintln!("{count} idle connections test took {:?}", start.elapsed());
     drop(idle);
@@ -730,7 +740,6 @@ fn rss_kib() -> Option<u64> {
         .parse()
         .ok()
 }
-
 
 #[tokio::test]
 async fn certificate_and_policy_swaps_during_load_lose_no_request() {
