@@ -958,3 +958,132 @@ async fn startup_fails_clearly_without_tls_files_or_with_an_invalid_policy() {
         .unwrap();
     assert!(err.to_string().contains("policy"), "{err}");
 }
+
+/// Applies an answer's base64 JSON Patch to `object`.
+fn apply_answer(object: &mut serde_json::Value, answer: &serde_json::Value) {
+    use base64::Engine as _;
+    let Some(encoded) = answer["response"]["patch"].as_str() else {
+        return;
+    };
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    json_patch::patch(object, &patch).expect("the patch applies");
+}
+
+#[tokio::test]
+async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_the_api_server_expects()
+ {
+    use restrictor::pss::{Level, check_object};
+    use restrictor::workload::WorkloadKind;
+    init();
+    let pki = Pki::new();
+    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let mut c = h1_client(server.https, pki.client(H1)).await;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut post = async |review: &serde_json::Value| {
+        c.send.ready().await.unwrap();
+        let resp = c
+            .send
+            .send_request(review_request(serde_json::to_vec(review).unwrap()))
+            .await
+            .unwrap();
+        let (status, _, body) = read(resp).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+        answer
+    };
+
+    // The review a vcluster's API server sends for the agent pod (generateName, no name yet).
+    let text = std::fs::read_to_string(
+        fixtures.join("vcluster/01-cattle-cluster-agent.admissionreview.yaml"),
+    )
+    .unwrap();
+    let review = restrictor::manifest::parse("review", &text)
+        .unwrap()
+        .remove(0);
+    let answer = post(&review).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(
+        answer["response"]["auditAnnotations"]["profile"],
+        "rancher-agent"
+    );
+    let mut pod = review["request"]["object"].clone();
+    apply_answer(&mut pod, &answer);
+    assert_eq!(check_object(&pod, Level::Restricted), Some(vec![]));
+    // Reinvoked (reinvocationPolicy IfNeeded) on its own output: no patch.
+    let mut again = review.clone();
+    again["request"]["object"] = pod;
+    assert!(post(&again).await["response"].get("patch").is_none());
+
+    // Every object of every manifest fixture, CREATE, then reinvoked on the result.
+    let mut denied = Vec::new();
+    for dir in ["rancher", "vcluster"] {
+        for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().contains("admissionreview") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, object) in restrictor::manifest::parse("fixture", &text)
+                .unwrap()
+                .into_iter()
+                .enumerate()
+            {
+                let api_version = object["apiVersion"].as_str().unwrap_or_default();
+                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+                let kind = object["kind"].as_str().unwrap_or_default();
+                let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+                let mut review = serde_json::json!({
+                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {"uid": format!("{}-{n}", path.display()),
+                                "kind": {"group": group, "version": version, "kind": kind},
+                                "namespace": namespace, "operation": "CREATE",
+                                "userInfo": {"username": "admin"}, "object": object, "dryRun": false}});
+                let answer = post(&review).await;
+                if answer["response"]["allowed"] == false {
+                    assert_eq!(answer["response"]["status"]["code"], 403);
+                    denied.push(
+                        answer["response"]["status"]["message"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                    continue;
+                }
+                let mut result = object.clone();
+                apply_answer(&mut result, &answer);
+                if WorkloadKind::from_type(api_version, kind).is_some() {
+                    assert_eq!(
+                        check_object(&result, Level::Restricted),
+                        Some(vec![]),
+                        "{}",
+                        path.display()
+                    );
+                } else {
+                    assert_eq!(result, object, "a non-pod object was changed");
+                }
+                review["request"]["object"] = result;
+                assert!(
+                    post(&review).await["response"].get("patch").is_none(),
+                    "{}: reinvocation patched",
+                    path.display()
+                );
+            }
+        }
+    }
+    denied.sort();
+    assert_eq!(denied.len(), 2, "{denied:#?}");
+    assert!(denied[0].starts_with("restrictor: DaemonSet cattle-system/kube-api-auth: "));
+    assert!(
+        denied[1]
+            .starts_with("restrictor: Deployment cattle-system/cattle-cluster-agent-bootstrap: ")
+    );
+    assert!(denied.iter().all(|m| m.contains("hostNetwork")));
+    // All of it over the one kept-alive connection.
+    assert!(!c.conn.is_finished());
+    server.shutdown().await.unwrap();
+}
