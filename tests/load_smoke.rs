@@ -111,3 +111,26 @@ fn the_binary_gets_ready_and_reports_its_peak_rss() {
     assert!(hwm > 0);
     assert!(p.cpu() > Duration::ZERO);
 }
+
+#[test]
+fn the_two_reviewed_objects_are_what_the_rows_claim() {
+    let uid = driver::Uid::new(1, 1);
+    let policy = Policy::builtin();
+    let unmutated =
+        restrictor::admission::review(&ReviewTemplate::rancher_agent().with_uid(&uid), &policy)
+            .expect("answered");
+    assert_eq!(
+        unmutated.summary.outcome,
+        restrictor::admission::Outcome::Patched
+    );
+    let steady = restrictor::admission::review(
+        &ReviewTemplate::compliant_agent_pod().with_uid(&uid),
+        &policy,
+    )
+    .expect("answered");
+    assert_eq!(
+        steady.summary.outcome,
+        restrictor::admission::Outcome::Unchanged
+    );
+    assert_eq!(steady.summary.profile.as_deref(), Some("rancher-agent"));
+}

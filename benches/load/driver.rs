@@ -132,6 +132,14 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------------------------------------
 // The review
 
+fn agent_deployment() -> serde_json::Value {
+    restrictor::manifest::parse("rancher-import", RANCHER_IMPORT)
+        .expect("the Rancher fixture parses")
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "cattle-cluster-agent")
+        .expect("the fixture has the cattle-cluster-agent Deployment")
+}
+
 /// The agent Deployment's AdmissionReview with a placeholder uid, and where the uid sits.
 #[derive(Clone)]
 pub struct ReviewTemplate {
@@ -143,11 +151,54 @@ impl ReviewTemplate {
     /// `cattle-cluster-agent` from the Rancher import manifest, as an `admission.k8s.io/v1`
     /// AdmissionReview CREATE in namespace `cattle-system`.
     pub fn rancher_agent() -> Self {
-        let object = restrictor::manifest::parse("rancher-import", RANCHER_IMPORT)
-            .expect("the Rancher fixture parses")
-            .into_iter()
-            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "cattle-cluster-agent")
-            .expect("the fixture has the cattle-cluster-agent Deployment");
+        Self::deployment_review(agent_deployment())
+    }
+
+    /// The steady state: the agent pod the ReplicaSet creates from the template restrictor already
+    /// mutated. Compliant, so the answer is `allowed` with no patch.
+    pub fn compliant_agent_pod() -> Self {
+        let mut deployment = agent_deployment();
+        let policy = Policy::builtin();
+        let evaluation = restrictor::engine::evaluate(
+            &policy,
+            &mut deployment,
+            restrictor::workload::WorkloadKind::Deployment,
+            "cattle-system",
+            restrictor::engine::Context::CREATE,
+        )
+        .expect("the agent gets a profile");
+        assert!(evaluation.outcome.denial.is_none(), "the agent is admitted");
+        let template = &deployment["spec"]["template"];
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": "cattle-cluster-agent-6d8f9c7b5-",
+                "namespace": "cattle-system",
+                "labels": template["metadata"]["labels"],
+            },
+            "spec": template["spec"],
+        });
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": UID_PLACEHOLDER,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "cattle-system",
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod,
+                "oldObject": null,
+                "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        });
+        Self::from_review(&review)
+    }
+
+    fn deployment_review(object: serde_json::Value) -> Self {
         let review = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -167,7 +218,11 @@ impl ReviewTemplate {
                 "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}
             }
         });
-        let bytes = serde_json::to_vec(&review).expect("review serializes");
+        Self::from_review(&review)
+    }
+
+    fn from_review(review: &serde_json::Value) -> Self {
+        let bytes = serde_json::to_vec(review).expect("review serializes");
         let needle = format!("\"uid\":\"{UID_PLACEHOLDER}\"");
         let at = find(&bytes, needle.as_bytes()).expect("placeholder uid in the template");
         Self {

@@ -18,6 +18,9 @@
 //!   --starts N             process starts timed (default 10)
 //!   --no-process           skip the separate-process measurements
 //!   --smoke                a quick run (about 2 s of load), as the CI smoke does
+//!   --object NAME          the reviewed object: `agent-deployment` (default: the unmutated Rancher
+//!                          agent Deployment, 18 changes) or `compliant-pod` (the agent pod made from
+//!                          the mutated template: the steady state, no patch)
 //!
 //! CPU budget: client and servers share the machine's cores. The servers run on a 2-worker
 //! runtime (what restrictor uses on a 2-core node); the client runs on one thread of its own
@@ -45,13 +48,14 @@ struct Options {
     starts: usize,
     process: bool,
     warmup: Duration,
+    compliant_pod: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("load: {msg}");
     eprintln!(
         "usage: cargo bench --bench load -- [--duration SECS] [--concurrency 1,16,64] [--windows N] \
-         [--client-threads N] [--starts N] [--no-process] [--smoke]"
+         [--client-threads N] [--starts N] [--no-process] [--smoke] [--object agent-deployment|compliant-pod]"
     );
     std::process::exit(2)
 }
@@ -77,6 +81,7 @@ fn parse_options() -> Option<Options> {
         starts: 10,
         process: true,
         warmup: Duration::from_millis(300),
+        compliant_pod: false,
     };
     if smoke {
         o.duration = Duration::from_millis(200);
@@ -131,6 +136,11 @@ fn parse_options() -> Option<Options> {
                     .unwrap_or_else(|_| usage("--starts takes a number"));
             }
             "--no-process" => o.process = false,
+            "--object" => match value().as_str() {
+                "agent-deployment" => o.compliant_pod = false,
+                "compliant-pod" => o.compliant_pod = true,
+                _ => usage("--object takes agent-deployment or compliant-pod"),
+            },
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
@@ -146,7 +156,11 @@ fn main() {
 
     let tmp = TempDir::new("load");
     let pki = Pki::generate(tmp.path());
-    let review = Arc::new(ReviewTemplate::rancher_agent());
+    let review = Arc::new(if options.compliant_pod {
+        ReviewTemplate::compliant_agent_pod()
+    } else {
+        ReviewTemplate::rancher_agent()
+    });
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,9 +185,14 @@ fn main() {
     let restrictor = InProcess::start(&server_rt, &pki, restrictor::admission::review);
 
     println!(
-        "restrictor load: AdmissionReview of the Rancher cattle-cluster-agent Deployment ({} bytes), \
+        "restrictor load: AdmissionReview of {} ({} bytes), \
          {} s per server per row in {} alternating windows, client on {} thread(s), servers on a \
          2-worker runtime, {} CPUs",
+        if options.compliant_pod {
+            "the compliant agent pod (steady state, no patch)"
+        } else {
+            "the unmutated Rancher cattle-cluster-agent Deployment"
+        },
         review.len(),
         options.duration.as_secs_f64(),
         options.windows * 2,
