@@ -46,6 +46,22 @@ fn benches(c: &mut Criterion) {
     let policy = Policy::builtin();
     let agent = agent_deployment();
     let bare = pod_with_containers(1);
+    // The steady state: the agent pod as the ReplicaSet creates it from the mutated template.
+    let compliant_agent_pod = {
+        let mut deployment = agent.clone();
+        engine::evaluate(
+            &policy,
+            &mut deployment,
+            WorkloadKind::Deployment,
+            "cattle-system",
+            Context::CREATE,
+        )
+        .expect("profile");
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"generateName": "cattle-cluster-agent-", "namespace": "cattle-system",
+                            "labels": deployment["spec"]["template"]["metadata"]["labels"]},
+               "spec": deployment["spec"]["template"]["spec"]})
+    };
     let wide = pod_with_containers(50);
 
     let mut mutate = c.benchmark_group("mutate");
@@ -57,6 +73,12 @@ fn benches(c: &mut Criterion) {
             "cattle-system",
         ),
         ("bare-pod", &bare, WorkloadKind::Pod, "apps"),
+        (
+            "agent-pod-compliant",
+            &compliant_agent_pod,
+            WorkloadKind::Pod,
+            "cattle-system",
+        ),
         ("pod-50-containers", &wide, WorkloadKind::Pod, "apps"),
     ] {
         // The engine edits the object it is given (the server's freshly parsed copy), so each

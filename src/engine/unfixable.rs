@@ -175,8 +175,26 @@ fn unsafe_sysctls(m: &mut Mutation<'_, '_>) {
 
 /// seLinuxOptions, windowsOptions.hostProcess and appArmorProfile, shared by pod and containers:
 /// `base` is the pointer of the securityContext, `field` its dotted path.
+/// Fields of a security context that can hold something no context fix can make compliant.
+const CONTEXT_OPTION_FIELDS: [&str; 3] = ["seLinuxOptions", "windowsOptions", "appArmorProfile"];
+const CONTAINER_CONTEXT_FIELDS: [&str; 5] = [
+    "privileged",
+    "procMount",
+    "seLinuxOptions",
+    "windowsOptions",
+    "appArmorProfile",
+];
+
+fn has_any(sc: Option<&Value>, fields: &[&str]) -> bool {
+    sc.is_some_and(|sc| fields.iter().any(|field| sc.get(field).is_some()))
+}
+
 fn security_context_options(m: &mut Mutation<'_, '_>, base: &str, field: &str, scope: &Scope) {
     let unfixable = m.profile.unfixable;
+    // Most security contexts have none of these fields: decide that without copying anything.
+    if !has_any(m.editor.get(base), &CONTEXT_OPTION_FIELDS) {
+        return;
+    }
     let sc = m.editor.get(base).cloned().unwrap_or(Value::Null);
 
     if let Some(options) = sc.get("seLinuxOptions") {
@@ -256,6 +274,12 @@ fn security_context_options(m: &mut Mutation<'_, '_>, base: &str, field: &str, s
 }
 
 fn pod_options(m: &mut Mutation<'_, '_>) {
+    if !has_any(
+        m.editor.get("/spec/securityContext"),
+        &CONTEXT_OPTION_FIELDS,
+    ) {
+        return;
+    }
     let field = format!("{}.securityContext", m.spec_path);
     security_context_options(m, "/spec/securityContext", &field, &Scope::Pod);
 }
@@ -274,6 +298,9 @@ fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
                 .then(|| (key.clone(), value.to_owned()))
         })
         .collect();
+    if offending.is_empty() {
+        return;
+    }
     let metadata_path = match m.spec_path.strip_suffix("spec") {
         Some(prefix) => format!("{prefix}metadata"),
         None => "metadata".to_owned(),
@@ -295,6 +322,16 @@ fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
 }
 
 fn container_options(m: &mut Mutation<'_, '_>, container: &ContainerAt) {
+    let Some(spec) = m.editor.get(container.pointer()) else {
+        return;
+    };
+    let host_ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .is_some_and(|ports| ports.iter().any(|port| port.get("hostPort").is_some()));
+    if !host_ports && !has_any(spec.get("securityContext"), &CONTAINER_CONTEXT_FIELDS) {
+        return;
+    }
     let unfixable = m.profile.unfixable;
     let base = format!("{}/securityContext", container.pointer());
     let field = format!("{}.securityContext", container.field(m.spec_path));
