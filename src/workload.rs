@@ -132,20 +132,24 @@ impl<'a> PodTemplate<'a> {
 
     /// Every container in every list, with the list name and index the patch paths need.
     pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'a>> + 'a {
-        let spec = self.spec;
-        CONTAINER_LISTS.into_iter().flat_map(move |list| {
-            spec.get(list)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .map(move |(index, container)| ContainerRef {
-                    list,
-                    index,
-                    container,
-                })
-        })
+        containers(self.spec)
     }
+}
+
+/// Every container of a pod spec, in every list, with the list name and index patch paths need.
+pub fn containers(spec: &Value) -> impl Iterator<Item = ContainerRef<'_>> {
+    CONTAINER_LISTS.into_iter().flat_map(move |list| {
+        spec.get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(move |(index, container)| ContainerRef {
+                list,
+                index,
+                container,
+            })
+    })
 }
 
 /// One container of a pod, with where it sits.

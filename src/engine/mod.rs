@@ -196,25 +196,12 @@ impl Mutation<'_, '_> {
 
     /// `(list, index, name)` of every container, read from the working copy.
     pub fn containers(&self) -> Vec<ContainerAt> {
-        let spec = self.spec();
-        crate::workload::CONTAINER_LISTS
-            .into_iter()
-            .flat_map(|list| {
-                spec.get(list)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .map(move |(index, container)| ContainerAt {
-                        list,
-                        index,
-                        pointer: format!("/spec/{list}/{index}"),
-                        name: container
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    })
+        crate::workload::containers(self.spec())
+            .map(|c| ContainerAt {
+                list: c.list,
+                index: c.index,
+                pointer: format!("/spec/{}/{}", c.list, c.index),
+                name: c.name().to_owned(),
             })
             .collect()
     }

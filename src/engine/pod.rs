@@ -53,19 +53,12 @@ fn identities(m: &mut Mutation<'_, '_>) {
 }
 
 fn every_container_sets(m: &Mutation<'_, '_>, field: &str) -> bool {
-    let spec = m.spec();
     let pointer = format!("/securityContext/{field}");
-    crate::workload::CONTAINER_LISTS.iter().all(|list| {
-        spec.get(*list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .all(|container| {
-                container
-                    .at(&pointer)
-                    .and_then(Value::as_i64)
-                    .is_some_and(|id| id > 0)
-            })
+    crate::workload::containers(m.spec()).all(|c| {
+        c.container
+            .at(&pointer)
+            .and_then(Value::as_i64)
+            .is_some_and(|id| id > 0)
     })
 }
 
@@ -99,21 +92,13 @@ fn seccomp(m: &mut Mutation<'_, '_>) {
 }
 
 fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
-    let spec = m.spec();
-    let mut any = false;
-    let all = crate::workload::CONTAINER_LISTS.iter().all(|list| {
-        spec.get(*list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .all(|container| {
-                any = true;
-                container
-                    .at("/securityContext/seccompProfile")
-                    .is_some_and(is_compliant_seccomp)
-            })
-    });
-    any && all
+    let mut containers = crate::workload::containers(m.spec()).peekable();
+    containers.peek().is_some()
+        && containers.all(|c| {
+            c.container
+                .at("/securityContext/seccompProfile")
+                .is_some_and(is_compliant_seccomp)
+        })
 }
 
 fn sysctls(m: &mut Mutation<'_, '_>) {
