@@ -283,7 +283,6 @@ impl<'a> Review<'a> {
         let mut response = ResponseOut::allowed(&self.uid);
 
         // The engine edits the parsed object in place (it is ours and is dropped after the answer).
-        let subject = self.object.as_ref().map(describe).unwrap_or_default();
         let evaluation = match (
             Self::engine_operation(&self.operation),
             self.object.as_mut(),
@@ -312,6 +311,9 @@ impl<'a> Review<'a> {
                 .push(("profile", evaluation.profile.to_owned()));
             if let Some(denial) = &outcome.denial {
                 summary.outcome = Outcome::Denied;
+                // Kind, namespace and name are never edited, so the edited object still names
+                // itself; formatted only here, as most reviews are not denied.
+                let subject = self.object.as_ref().map(describe).unwrap_or_default();
                 let message = format!("restrictor: {subject}: {denial}");
                 response
                     .audit_annotations

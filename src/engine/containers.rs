@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::pod::{is_compliant_seccomp, was};
-use super::{ContainerAt, Mutation};
+use super::{ContainerAt, Mutation, Scope};
 use crate::policy::Action;
 
 /// The one capability the restricted level lets a container add.
@@ -15,7 +15,7 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     for container in m.containers() {
         // Most pods arrive already compliant (made from templates restrictor mutated): one read
         // of the security context settles them without building a pointer per field.
-        let compliant = m.editor.get(container.pointer()).is_some_and(|c| {
+        let compliant = m.container(container).is_some_and(|c| {
             is_compliant(
                 c.get("securityContext"),
                 windows,
@@ -25,16 +25,17 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
         if compliant {
             continue;
         }
+        let scope = m.scope_of(container);
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {
-            allow_privilege_escalation(m, &container, &sc);
-            capabilities(m, &container, &sc);
+            allow_privilege_escalation(m, &scope, &sc);
+            capabilities(m, container, &scope, &sc);
         }
-        run_as_non_root(m, &container, &sc);
+        run_as_non_root(m, &scope, &sc);
         if !windows {
-            run_as_user(m, &container, &sc);
-            seccomp(m, &container, &sc);
-            read_only_root_filesystem(m, &container, &sc);
+            run_as_user(m, &scope, &sc);
+            seccomp(m, &scope, &sc);
+            read_only_root_filesystem(m, &scope, &sc);
         }
     }
 }
@@ -67,19 +68,19 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
         && (!read_only_root || field("readOnlyRootFilesystem") == Some(&Value::Bool(true)))
 }
 
-fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/allowPrivilegeEscalation");
     let current = m.editor.get(&pointer).cloned();
     if current != Some(Value::Bool(false)) {
         m.editor.set(&pointer, json!(false));
         m.change(
-            container.scope(),
+            scope.clone(),
             was("allowPrivilegeEscalation=false", current.as_ref()),
         );
     }
 }
 
-fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn capabilities(m: &mut Mutation<'_, '_>, container: ContainerAt, scope: &Scope, sc: &str) {
     let drop_pointer = format!("{sc}/capabilities/drop");
     match m.editor.get(&drop_pointer) {
         Some(Value::Array(drop)) => {
@@ -94,17 +95,17 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
                     // standard's check wants the canonical spelling.
                     m.editor
                         .set(&format!("{drop_pointer}/{index}"), json!("ALL"));
-                    m.change(container.scope(), "capabilities.drop: all -> ALL");
+                    m.change(scope.clone(), "capabilities.drop: all -> ALL");
                 }
                 (false, None) => {
                     m.editor.push(&drop_pointer, json!("ALL"));
-                    m.change(container.scope(), "capabilities.drop += ALL");
+                    m.change(scope.clone(), "capabilities.drop += ALL");
                 }
             }
         }
         _ => {
             m.editor.set(&drop_pointer, json!(["ALL"]));
-            m.change(container.scope(), "capabilities.drop=[ALL]");
+            m.change(scope.clone(), "capabilities.drop=[ALL]");
         }
     }
 
@@ -130,7 +131,7 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
                 m.editor.set(&add_pointer, Value::Array(kept));
             }
             m.change(
-                container.scope(),
+                scope.clone(),
                 format!("removed capabilities.add {}", removed.join(", ")),
             );
         }
@@ -141,7 +142,7 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
             );
             m.deny(
                 field,
-                container.scope(),
+                scope.clone(),
                 "Capabilities",
                 format!(
                     "adds {} (only {ALLOWED_ADD} is allowed)",
@@ -152,7 +153,7 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
     }
 }
 
-fn run_as_non_root(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn run_as_non_root(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/runAsNonRoot");
     // Absent is fine: the pod-level value applies. Only an explicit non-true value overrides it.
     match m.editor.get(&pointer) {
@@ -160,12 +161,12 @@ fn run_as_non_root(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) 
         Some(current) => {
             let current = current.clone();
             m.editor.set(&pointer, json!(true));
-            m.change(container.scope(), was("runAsNonRoot=true", Some(&current)));
+            m.change(scope.clone(), was("runAsNonRoot=true", Some(&current)));
         }
     }
 }
 
-fn run_as_user(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn run_as_user(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/runAsUser");
     match m.editor.get(&pointer) {
         None => {}
@@ -175,14 +176,14 @@ fn run_as_user(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
             let id = m.profile.run_as_user.get();
             m.editor.set(&pointer, json!(id));
             m.change(
-                container.scope(),
+                scope.clone(),
                 was(&format!("runAsUser={id}"), Some(&current)),
             );
         }
     }
 }
 
-fn seccomp(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn seccomp(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/seccompProfile");
     match m.editor.get(&pointer) {
         None => {}
@@ -194,14 +195,14 @@ fn seccomp(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
                 .unwrap_or_else(|| profile.clone());
             m.editor.set(&pointer, json!({"type": "RuntimeDefault"}));
             m.change(
-                container.scope(),
+                scope.clone(),
                 was("seccompProfile=RuntimeDefault", Some(&previous)),
             );
         }
     }
 }
 
-fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, container: &ContainerAt, sc: &str) {
+fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     if !m.profile.read_only_root_filesystem {
         return;
     }
@@ -210,7 +211,7 @@ fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, container: &ContainerAt, 
     if current != Some(Value::Bool(true)) {
         m.editor.set(&pointer, json!(true));
         m.change(
-            container.scope(),
+            scope.clone(),
             was("readOnlyRootFilesystem=true", current.as_ref()),
         );
     }

@@ -13,10 +13,9 @@ mod writable;
 
 use std::fmt;
 
-use crate::patch::Pointer;
 use serde_json::Value;
 
-use crate::patch::{Editor, Op};
+use crate::patch::{Editor, Op, Pointer};
 use crate::policy::{Policy, Profile, Subject};
 use crate::pss;
 use crate::workload::{PodTemplate, WorkloadKind};
@@ -194,50 +193,63 @@ impl Mutation<'_, '_> {
         });
     }
 
-    /// `(list, index, name)` of every container, read from the working copy.
+    /// Where every container sits, read from the working copy. Positions only: a rule reads the
+    /// container through [`Mutation::container`] and formats pointers or names only for the few it
+    /// changes (most pods arrive compliant, and formatting per container dominated their cost).
     pub fn containers(&self) -> Vec<ContainerAt> {
         crate::workload::containers(self.spec())
             .map(|c| ContainerAt {
                 list: c.list,
                 index: c.index,
-                pointer: format!("/spec/{}/{}", c.list, c.index),
-                name: c.name().to_owned(),
             })
             .collect()
+    }
+
+    /// The container at `at` in the working copy.
+    pub fn container(&self, at: ContainerAt) -> Option<&Value> {
+        self.spec().get(at.list)?.get(at.index)
+    }
+
+    /// The scope change lines and findings about the container at `at` name.
+    pub fn scope_of(&self, at: ContainerAt) -> Scope {
+        let name = self
+            .container(at)
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Scope::Container {
+            list: at.list,
+            name: name.to_owned(),
+        }
     }
 
     /// Whether the pod declares itself a Windows pod; Linux-only fields are then left alone, as the
     /// Pod Security Standards exempt such pods from them.
     pub fn is_windows(&self) -> bool {
-        self.spec().at("/os/name").and_then(Value::as_str) == Some("windows")
+        self.spec()
+            .get("os")
+            .and_then(|os| os.get("name"))
+            .and_then(Value::as_str)
+            == Some("windows")
     }
 }
 
-/// One container's position in the working copy.
-#[derive(Debug, Clone)]
+/// One container's position in the pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ContainerAt {
     pub list: &'static str,
     pub index: usize,
-    pub name: String,
-    pointer: String,
 }
 
 impl ContainerAt {
     /// Pointer relative to the template holder: `/spec/containers/0`.
-    pub fn pointer(&self) -> &str {
-        &self.pointer
+    pub fn pointer(self) -> String {
+        format!("/spec/{}/{}", self.list, self.index)
     }
 
     /// Dotted path for messages: `spec.template.spec.containers[0]`.
-    pub fn field(&self, spec_path: &str) -> String {
+    pub fn field(self, spec_path: &str) -> String {
         format!("{spec_path}.{}[{}]", self.list, self.index)
-    }
-
-    pub fn scope(&self) -> Scope {
-        Scope::Container {
-            list: self.list,
-            name: self.name.clone(),
-        }
     }
 }
 

@@ -1,11 +1,8 @@
 //! The pod-level `securityContext`: non-root identity, seccomp, and the profile's sysctls.
 
-use crate::patch::Pointer;
 use serde_json::{Value, json};
 
 use super::{Mutation, Scope};
-
-const SC: &str = "/spec/securityContext";
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     run_as_non_root(m);
@@ -18,13 +15,20 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     sysctls(m);
 }
 
+/// A member of the pod-level security context in the working copy.
+fn pod_context<'m>(m: &'m Mutation<'_, '_>, field: &str) -> Option<&'m Value> {
+    m.spec().get("securityContext")?.get(field)
+}
+
 fn run_as_non_root(m: &mut Mutation<'_, '_>) {
-    let current = m.editor.get(&format!("{SC}/runAsNonRoot")).cloned();
-    if current == Some(Value::Bool(true)) {
+    let current = pod_context(m, "runAsNonRoot");
+    if current == Some(&Value::Bool(true)) {
         return;
     }
-    m.editor.set(&format!("{SC}/runAsNonRoot"), json!(true));
-    m.change(Scope::Pod, was("runAsNonRoot=true", current.as_ref()));
+    let line = was("runAsNonRoot=true", current);
+    m.editor
+        .set("/spec/securityContext/runAsNonRoot", json!(true));
+    m.change(Scope::Pod, line);
 }
 
 /// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
@@ -32,31 +36,46 @@ fn run_as_non_root(m: &mut Mutation<'_, '_>) {
 /// USER keeps working wherever the pod spec already decided.
 fn identities(m: &mut Mutation<'_, '_>) {
     let profile = m.profile;
-    for (field, id, containers_may_decide) in [
-        ("runAsUser", profile.run_as_user.get(), true),
-        ("runAsGroup", profile.run_as_group.get(), true),
-        ("fsGroup", profile.fs_group.get(), false),
+    for (field, pointer, id, containers_may_decide) in [
+        (
+            "runAsUser",
+            "/spec/securityContext/runAsUser",
+            profile.run_as_user.get(),
+            true,
+        ),
+        (
+            "runAsGroup",
+            "/spec/securityContext/runAsGroup",
+            profile.run_as_group.get(),
+            true,
+        ),
+        (
+            "fsGroup",
+            "/spec/securityContext/fsGroup",
+            profile.fs_group.get(),
+            false,
+        ),
     ] {
-        let pointer = format!("{SC}/{field}");
-        let current = m.editor.get(&pointer).cloned();
-        let needs = match current.as_ref().and_then(Value::as_i64) {
+        let current = pod_context(m, field);
+        let needs = match current.and_then(Value::as_i64) {
             Some(0) => true,
             Some(_) => false,
-            None if current.as_ref().is_some_and(|v| !v.is_null()) => true,
+            None if current.is_some_and(|v| !v.is_null()) => true,
             None => !(containers_may_decide && every_container_sets(m, field)),
         };
         if needs {
-            m.editor.set(&pointer, json!(id));
-            m.change(Scope::Pod, was(&format!("{field}={id}"), current.as_ref()));
+            let line = was(&format!("{field}={id}"), current);
+            m.editor.set(pointer, json!(id));
+            m.change(Scope::Pod, line);
         }
     }
 }
 
 fn every_container_sets(m: &Mutation<'_, '_>, field: &str) -> bool {
-    let pointer = format!("/securityContext/{field}");
     crate::workload::containers(m.spec()).all(|c| {
         c.container
-            .at(&pointer)
+            .get("securityContext")
+            .and_then(|sc| sc.get(field))
             .and_then(Value::as_i64)
             .is_some_and(|id| id > 0)
     })
@@ -71,24 +90,20 @@ pub(super) fn is_compliant_seccomp(profile: &Value) -> bool {
 }
 
 fn seccomp(m: &mut Mutation<'_, '_>) {
-    let pointer = format!("{SC}/seccompProfile");
-    let current = m.editor.get(&pointer).cloned();
-    match &current {
+    let current = pod_context(m, "seccompProfile");
+    match current {
         Some(profile) if is_compliant_seccomp(profile) => return,
         // An absent pod-level profile is fine when every container sets a compliant one.
         None if every_container_has_seccomp(m) => return,
         _ => {}
     }
-    m.editor.set(&pointer, json!({"type": "RuntimeDefault"}));
-    let previous = current
-        .as_ref()
-        .and_then(|p| p.get("type"))
-        .cloned()
-        .or(current.clone());
-    m.change(
-        Scope::Pod,
-        was("seccompProfile=RuntimeDefault", previous.as_ref()),
+    let previous = current.map(|p| p.get("type").unwrap_or(p));
+    let line = was("seccompProfile=RuntimeDefault", previous);
+    m.editor.set(
+        "/spec/securityContext/seccompProfile",
+        json!({"type": "RuntimeDefault"}),
     );
+    m.change(Scope::Pod, line);
 }
 
 fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
@@ -96,7 +111,8 @@ fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
     containers.peek().is_some()
         && containers.all(|c| {
             c.container
-                .at("/securityContext/seccompProfile")
+                .get("securityContext")
+                .and_then(|sc| sc.get("seccompProfile"))
                 .is_some_and(is_compliant_seccomp)
         })
 }
@@ -110,34 +126,28 @@ fn sysctls(m: &mut Mutation<'_, '_>) {
     if m.spec().get("hostNetwork").and_then(Value::as_bool) == Some(true) {
         return;
     }
-    let pointer = format!("{SC}/sysctls");
+    let pointer = "/spec/securityContext/sysctls";
     for wanted in &m.profile.sysctls {
         let name = wanted.name.as_str();
-        let existing = m
-            .editor
-            .get(&pointer)
+        let existing = pod_context(m, "sysctls")
             .and_then(Value::as_array)
             .and_then(|list| {
                 list.iter()
-                    .position(|s| s.get("name").and_then(Value::as_str) == Some(name))
-                    .map(|i| (i, list[i].get("value").cloned()))
-            });
+                    .enumerate()
+                    .find(|(_, s)| s.get("name").and_then(Value::as_str) == Some(name))
+            })
+            .map(|(index, sysctl)| (index, sysctl.get("value")));
         match existing {
-            Some((_, Some(Value::String(value)))) if value == wanted.value => {}
+            Some((_, Some(Value::String(value)))) if *value == wanted.value => {}
             Some((index, previous)) => {
+                let line = was(&format!("sysctl {name}={}", wanted.value), previous);
                 m.editor
                     .set(&format!("{pointer}/{index}/value"), json!(wanted.value));
-                m.change(
-                    Scope::Pod,
-                    was(
-                        &format!("sysctl {name}={}", wanted.value),
-                        previous.as_ref(),
-                    ),
-                );
+                m.change(Scope::Pod, line);
             }
             None => {
                 m.editor
-                    .push(&pointer, json!({"name": name, "value": wanted.value}));
+                    .push(pointer, json!({"name": name, "value": wanted.value}));
                 m.change(Scope::Pod, format!("sysctl {name}={}", wanted.value));
             }
         }

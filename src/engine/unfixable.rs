@@ -46,7 +46,7 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     pod_options(m);
     apparmor_annotations(m);
     for container in m.containers() {
-        container_options(m, &container);
+        container_options(m, container);
     }
 }
 
@@ -124,8 +124,9 @@ fn volumes(m: &mut Mutation<'_, '_>) {
 
 fn remove_mounts_of(m: &mut Mutation<'_, '_>, volume: &str) {
     for container in m.containers() {
+        let container = container.pointer();
         for list in ["volumeMounts", "volumeDevices"] {
-            let pointer = format!("{}/{list}", container.pointer());
+            let pointer = format!("{container}/{list}");
             let indices: Vec<usize> = m
                 .editor
                 .get(&pointer)
@@ -321,8 +322,8 @@ fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
     }
 }
 
-fn container_options(m: &mut Mutation<'_, '_>, container: &ContainerAt) {
-    let Some(spec) = m.editor.get(container.pointer()) else {
+fn container_options(m: &mut Mutation<'_, '_>, container: ContainerAt) {
+    let Some(spec) = m.container(container) else {
         return;
     };
     let host_ports = spec
@@ -333,9 +334,10 @@ fn container_options(m: &mut Mutation<'_, '_>, container: &ContainerAt) {
         return;
     }
     let unfixable = m.profile.unfixable;
-    let base = format!("{}/securityContext", container.pointer());
+    let pointer = container.pointer();
+    let base = format!("{pointer}/securityContext");
     let field = format!("{}.securityContext", container.field(m.spec_path));
-    let scope = container.scope();
+    let scope = m.scope_of(container);
     let sc = m.editor.get(&base).cloned().unwrap_or(Value::Null);
 
     if sc.get("privileged").and_then(Value::as_bool) == Some(true) {
@@ -370,7 +372,7 @@ fn container_options(m: &mut Mutation<'_, '_>, container: &ContainerAt) {
     }
     security_context_options(m, &base, &field, &scope);
 
-    let ports_pointer = format!("{}/ports", container.pointer());
+    let ports_pointer = format!("{pointer}/ports");
     let host_ports: Vec<(usize, i64)> = m
         .editor
         .get(&ports_pointer)

@@ -18,55 +18,69 @@ const SEED_MOUNT: &str = "/restrictor-seed";
 const MAX_NAME: usize = 63;
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
-    let profile = m.profile;
-    if profile.writable_paths.is_empty() {
-        return;
-    }
-    let containers: Vec<ContainerAt> = m
-        .containers()
-        .into_iter()
-        // Ephemeral containers cannot bring volumes (the pod's volumes are fixed by then).
-        .filter(|c| c.list != "ephemeralContainers" && !c.name.starts_with(SEED_CONTAINER_PREFIX))
-        .collect();
-    for writable in &profile.writable_paths {
-        // A workload that mounts something below the path manages that tree itself (Rancher main
-        // mounts and seeds local-catalogs/v2): then the path is left alone in every container.
-        if writable.skip_if_mounted_below
-            && containers.iter().any(|c| {
-                mount_paths(m, c).any(|mount| is_at_or_below(mount, writable.path.as_str()))
-            })
-        {
-            continue;
-        }
-        for container in &containers {
-            if needs_mount(m, container, writable) {
-                mount(m, container, writable);
-            }
-        }
+    for (container, writable) in plan(m) {
+        mount(m, container, writable);
     }
 }
 
-fn needs_mount(m: &Mutation<'_, '_>, container: &ContainerAt, writable: &WritablePath) -> bool {
-    let Some(spec) = m.editor.get(container.pointer()) else {
-        return false;
-    };
+/// Which container gets a mount for which writable path, decided on the pod as it is before any
+/// mount is added (reading only, so a pod that needs nothing costs no pointer or allocation).
+fn plan<'p>(m: &Mutation<'p, '_>) -> Vec<(ContainerAt, &'p WritablePath)> {
+    let profile = m.profile;
+    if profile.writable_paths.is_empty() {
+        return Vec::new();
+    }
+    let spec = m.spec();
+    // Each eligible container with its mount paths, including those planned so far: a mount
+    // planned for a path makes the paths below it writable too.
+    let mut containers: Vec<(ContainerAt, &Value, Vec<&str>)> = crate::workload::containers(spec)
+        // Ephemeral containers cannot bring volumes (the pod's volumes are fixed by then).
+        .filter(|c| c.list != "ephemeralContainers" && !c.name().starts_with(SEED_CONTAINER_PREFIX))
+        .map(|c| {
+            let at = ContainerAt {
+                list: c.list,
+                index: c.index,
+            };
+            (at, c.container, mount_paths(c.container).collect())
+        })
+        .collect();
+    let mut planned = Vec::new();
+    for writable in &profile.writable_paths {
+        let path = writable.path.as_str();
+        // A workload that mounts something below the path manages that tree itself (Rancher main
+        // mounts and seeds local-catalogs/v2): then the path is left alone in every container.
+        if writable.skip_if_mounted_below
+            && containers
+                .iter()
+                .any(|(_, _, mounts)| mounts.iter().any(|mount| is_at_or_below(mount, path)))
+        {
+            continue;
+        }
+        for (at, container, mounts) in &mut containers {
+            if needs_mount(container, mounts, writable) {
+                mounts.push(path);
+                planned.push((*at, writable));
+            }
+        }
+    }
+    planned
+}
+
+fn needs_mount(container: &Value, mounts: &[&str], writable: &WritablePath) -> bool {
     if let Some(variable) = &writable.when_env
-        && !env_is_set(spec, variable)
+        && !env_is_set(container, variable)
     {
         return false;
     }
     let path = writable.path.as_str();
     // A mount at the path or above it already makes the path writable (or is the admin's choice).
-    !mount_paths(m, container).any(|mount| is_at_or_below(path, mount))
+    !mounts.iter().any(|mount| is_at_or_below(path, mount))
 }
 
 /// The container's mount paths, without trailing slashes.
-fn mount_paths<'m>(
-    m: &'m Mutation<'_, '_>,
-    container: &ContainerAt,
-) -> impl Iterator<Item = &'m str> {
-    m.editor
-        .get(&format!("{}/volumeMounts", container.pointer()))
+fn mount_paths(container: &Value) -> impl Iterator<Item = &str> {
+    container
+        .get("volumeMounts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -101,17 +115,15 @@ fn env_is_set(container: &Value, variable: &str) -> bool {
         })
 }
 
-fn mount(m: &mut Mutation<'_, '_>, container: &ContainerAt, writable: &WritablePath) {
+fn mount(m: &mut Mutation<'_, '_>, container: ContainerAt, writable: &WritablePath) {
     let path = writable.path.as_str();
     let (volume, created) = volume_for(m, path);
     m.editor.push(
         &format!("{}/volumeMounts", container.pointer()),
         json!({"name": volume, "mountPath": path}),
     );
-    m.change(
-        container.scope(),
-        format!("writable emptyDir {volume:?} at {path}"),
-    );
+    let scope = m.scope_of(container);
+    m.change(scope, format!("writable emptyDir {volume:?} at {path}"));
     if created && writable.seed_from_image {
         seed(m, container, path, &volume);
     }
@@ -149,8 +161,8 @@ fn volume_for(m: &mut Mutation<'_, '_>, path: &str) -> (String, bool) {
 }
 
 /// Adds an init container that copies what the image has at `path` into the new emptyDir.
-fn seed(m: &mut Mutation<'_, '_>, container: &ContainerAt, path: &str, volume: &str) {
-    let Some(spec) = m.editor.get(container.pointer()) else {
+fn seed(m: &mut Mutation<'_, '_>, container: ContainerAt, path: &str, volume: &str) {
+    let Some(spec) = m.container(container) else {
         return;
     };
     let image = spec
@@ -158,8 +170,9 @@ fn seed(m: &mut Mutation<'_, '_>, container: &ContainerAt, path: &str, volume: &
         .and_then(Value::as_str)
         .unwrap_or_default();
     if image.is_empty() {
+        let scope = m.scope_of(container);
         m.change(
-            container.scope(),
+            scope,
             format!("{path} not seeded: the container names no image"),
         );
         return;
