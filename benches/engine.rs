@@ -129,11 +129,23 @@ fn benches(c: &mut Criterion) {
     });
     check.finish();
 
+    // A whole review in process: parse, mutate, answer. The `ceiling` rows only parse and answer
+    // `allowed` (the load benchmark's ceiling handler), so the difference is what the policy costs.
     let mut review = c.benchmark_group("review");
-    let body = review_of(&agent, "apps", "Deployment");
-    review.bench_function("agent-deployment", |b| {
-        b.iter(|| black_box(admission::review(black_box(&body), &policy)))
-    });
+    for (name, body) in [
+        ("agent-deployment", review_of(&agent, "apps", "Deployment")),
+        (
+            "agent-pod-compliant",
+            review_of(&compliant_agent_pod, "", "Pod"),
+        ),
+    ] {
+        review.bench_function(name, |b| {
+            b.iter(|| black_box(admission::review(black_box(&body), &policy)))
+        });
+        review.bench_function(format!("{name}-ceiling"), |b| {
+            b.iter(|| black_box(admission::Review::parse(black_box(&body)).and_then(|r| r.allow())))
+        });
+    }
     review.finish();
 }
 

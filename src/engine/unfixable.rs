@@ -50,8 +50,13 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     }
 }
 
+const HOST_NAMESPACES: [&str; 3] = ["hostNetwork", "hostPID", "hostIPC"];
+
 fn host_namespaces(m: &mut Mutation<'_, '_>) {
-    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+    if !has_any(Some(m.spec()), &HOST_NAMESPACES) {
+        return;
+    }
+    for field in HOST_NAMESPACES {
         if m.spec().get(field).and_then(Value::as_bool) == Some(true) {
             let offence = Offence {
                 action: m.profile.unfixable.host_namespaces,
@@ -186,8 +191,12 @@ const CONTAINER_CONTEXT_FIELDS: [&str; 5] = [
     "appArmorProfile",
 ];
 
-fn has_any(sc: Option<&Value>, fields: &[&str]) -> bool {
-    sc.is_some_and(|sc| fields.iter().any(|field| sc.get(field).is_some()))
+/// Whether the object has any of `fields`: one walk over its few members is cheaper than a map
+/// lookup per field, and this runs for every container of every review.
+fn has_any(object: Option<&Value>, fields: &[&str]) -> bool {
+    object
+        .and_then(Value::as_object)
+        .is_some_and(|object| object.keys().any(|key| fields.contains(&key.as_str())))
 }
 
 fn security_context_options(m: &mut Mutation<'_, '_>, base: &str, field: &str, scope: &Scope) {
