@@ -88,11 +88,8 @@ impl Pointer for Value {
             return Some(self);
         }
         let rest = pointer.strip_prefix('/')?;
-        rest.split('/').try_fold(self, |node, token| match node {
-            Value::Object(map) => map.get(unescape(token).as_ref()),
-            Value::Array(items) => items.get(parse_index(token)?),
-            _ => None,
-        })
+        rest.split('/')
+            .try_fold(self, |node, token| child(node, &unescape(token)))
     }
 
     fn at_mut(&mut self, pointer: &str) -> Option<&mut Value> {
@@ -100,11 +97,8 @@ impl Pointer for Value {
             return Some(self);
         }
         let rest = pointer.strip_prefix('/')?;
-        rest.split('/').try_fold(self, |node, token| match node {
-            Value::Object(map) => map.get_mut(unescape(token).as_ref()),
-            Value::Array(items) => items.get_mut(parse_index(token)?),
-            _ => None,
-        })
+        rest.split('/')
+            .try_fold(self, |node, token| child_mut(node, &unescape(token)))
     }
 }
 
@@ -156,80 +150,61 @@ impl<'a> Editor<'a> {
     /// Sets the value at `pointer` (relative to the subtree), creating missing or non-object parents.
     /// Returns false when the value is already there (no operation recorded).
     pub fn set(&mut self, pointer: &str, value: Value) -> bool {
-        if self.doc.at(pointer) == Some(&value) {
-            return false;
-        }
-        let tokens: Vec<Cow<'_, str>> = pointer.split('/').skip(1).map(unescape).collect();
-        let Some(parents) = tokens.len().checked_sub(1).map(|n| &tokens[..n]) else {
+        let Some(parents) = pointer.split('/').count().checked_sub(2) else {
+            // `""` would replace the whole subtree, which no rule does.
             return false;
         };
-        // Walk down while parents exist as objects or arrays; the first missing (or scalar/null)
-        // parent is created whole with the remaining path nested inside it.
-        let mut node = &mut *self.doc;
+        // One read-only walk: how deep the parents exist as objects or arrays, and whether the
+        // value is already in place. The first missing (or scalar/null) parent is then created
+        // whole, with the rest of the path nested inside it, in one operation.
+        let mut node = &*self.doc;
         let mut depth = 0;
-        let mut path = self.base.clone();
-        for token in parents {
-            let exists = match node {
-                Value::Object(map) => map
-                    .get(token.as_ref())
-                    .is_some_and(|child| child.is_object() || child.is_array()),
-                Value::Array(items) => token.parse::<usize>().is_ok_and(|i| i < items.len()),
-                _ => false,
-            };
-            if !exists {
-                break;
+        for token in tokens(pointer).take(parents) {
+            match child(node, &token) {
+                Some(next) if next.is_object() || next.is_array() => node = next,
+                _ => break,
             }
-            path.push('/');
-            path.push_str(&escape(token));
-            node = match node {
-                Value::Object(map) => match map.get_mut(token.as_ref()) {
-                    Some(child) => child,
-                    None => return false,
-                },
-                Value::Array(items) => {
-                    match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                        Some(child) => child,
-                        None => return false,
-                    }
-                }
-                _ => return false,
-            };
             depth += 1;
         }
-        // Build the nested value for the part of the path that does not exist yet.
-        let mut nested = value;
-        for token in tokens[depth + 1..].iter().rev() {
-            let mut map = Map::new();
-            map.insert(token.to_string(), nested);
-            nested = Value::Object(map);
+        if depth == parents
+            && tokens(pointer).last().and_then(|leaf| child(node, &leaf)) == Some(&value)
+        {
+            return false;
         }
-        let key = &tokens[depth];
-        path.push('/');
-        path.push_str(&escape(key));
-        let map = match node {
-            Value::Object(map) => map,
+
+        let mut node = &mut *self.doc;
+        for token in tokens(pointer).take(depth) {
+            node = match child_mut(node, &token) {
+                Some(next) => next,
+                None => return false,
+            };
+        }
+        let mut missing: Vec<Cow<'_, str>> = tokens(pointer).skip(depth).collect();
+        let Some(key) = (!missing.is_empty()).then(|| missing.remove(0)) else {
+            return false;
+        };
+        let nested = missing.into_iter().rev().fold(value, |inner, token| {
+            Value::Object(Map::from_iter([(token.into_owned(), inner)]))
+        });
+        // The pointer is escaped already: the operation's path is its prefix, no re-escaping.
+        let path = format!("{}{}", self.base, prefix(pointer, depth + 1));
+        let json = Json::of(&nested);
+        let op = match node {
+            Value::Object(map) => match map.insert(key.into_owned(), nested) {
+                Some(_) => Op::Replace { path, value: json },
+                None => Op::Add { path, value: json },
+            },
             Value::Array(items) => {
                 // Arrays are only ever edited in place, at an existing index.
-                let Some(slot) = key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) else {
+                let Some(slot) = parse_index(&key).and_then(|i| items.get_mut(i)) else {
                     return false;
                 };
-                self.ops.push(Op::Replace {
-                    path,
-                    value: Json::of(&nested),
-                });
                 *slot = nested;
-                return true;
+                Op::Replace { path, value: json }
             }
             _ => return false,
         };
-        let value = Json::of(&nested);
-        let op = if map.contains_key(key.as_ref()) {
-            Op::Replace { path, value }
-        } else {
-            Op::Add { path, value }
-        };
-        map.insert(key.to_string(), nested);
-        self.ops.push(op);
+        self.record(op);
         true
     }
 
@@ -240,8 +215,8 @@ impl<'a> Editor<'a> {
         };
         let removed = match self.doc.at_mut(parent) {
             Some(Value::Object(map)) => map.remove(unescape(last).as_ref()).is_some(),
-            Some(Value::Array(items)) => match last.parse::<usize>() {
-                Ok(index) if index < items.len() => {
+            Some(Value::Array(items)) => match parse_index(last) {
+                Some(index) if index < items.len() => {
                     items.remove(index);
                     true
                 }
@@ -250,7 +225,7 @@ impl<'a> Editor<'a> {
             _ => false,
         };
         if removed {
-            self.ops.push(Op::Remove {
+            self.record(Op::Remove {
                 path: format!("{}{pointer}", self.base),
             });
         }
@@ -262,16 +237,70 @@ impl<'a> Editor<'a> {
         match self.doc.at_mut(pointer) {
             Some(Value::Array(items)) => {
                 let path = format!("{}{pointer}/{}", self.base, items.len());
-                self.ops.push(Op::Add {
-                    path,
-                    value: Json::of(&value),
-                });
+                let value_json = Json::of(&value);
                 items.push(value);
+                self.record(Op::Add {
+                    path,
+                    value: value_json,
+                });
             }
             _ => {
                 self.set(pointer, Value::Array(vec![value]));
             }
         }
+    }
+
+    /// Records `op`, folding it into the previous operation when that one put in place the very
+    /// subtree `op` edits: `add securityContext {runAsNonRoot}` then `add securityContext/runAsUser`
+    /// become one `add securityContext {runAsNonRoot, runAsUser}`. Only the previous operation is
+    /// folded into, so no operation in between can have moved what its path points at; the working
+    /// copy then holds exactly the subtree the two operations produce.
+    fn record(&mut self, op: Op) {
+        if let Some(Op::Add { path, value } | Op::Replace { path, value }) = self.ops.last_mut()
+            && is_inside(op.path(), path)
+            && let Some(subtree) = path
+                .strip_prefix(self.base.as_str())
+                .and_then(|relative| self.doc.at(relative))
+        {
+            *value = Json::of(subtree);
+            return;
+        }
+        self.ops.push(op);
+    }
+}
+
+/// The unescaped reference tokens of a pointer.
+fn tokens(pointer: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    pointer.split('/').skip(1).map(unescape)
+}
+
+/// The pointer made of the first `count` tokens of `pointer` (still escaped).
+fn prefix(pointer: &str, count: usize) -> &str {
+    pointer
+        .match_indices('/')
+        .nth(count)
+        .map_or(pointer, |(end, _)| &pointer[..end])
+}
+
+/// Whether `path` points strictly inside `parent`, by whole tokens.
+fn is_inside(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn child<'v>(node: &'v Value, token: &str) -> Option<&'v Value> {
+    match node {
+        Value::Object(map) => map.get(token),
+        Value::Array(items) => items.get(parse_index(token)?),
+        _ => None,
+    }
+}
+
+fn child_mut<'v>(node: &'v mut Value, token: &str) -> Option<&'v mut Value> {
+    match node {
+        Value::Object(map) => map.get_mut(token),
+        Value::Array(items) => items.get_mut(parse_index(token)?),
+        _ => None,
     }
 }
 
@@ -325,6 +354,62 @@ mod tests {
         assert!(
             matches!(&ops[1], Op::Replace { path, .. } if path == "/spec/containers/0/securityContext/runAsUser")
         );
+    }
+
+    #[test]
+    fn edits_inside_what_the_previous_operation_added_fold_into_it() {
+        let original = json!({"spec": {"containers": [{"name": "a"}], "volumes": []}});
+        let mut doc = original.clone();
+        let mut editor = Editor::new("", &mut doc);
+        assert!(editor.set("/spec/securityContext/runAsNonRoot", json!(true)));
+        assert!(editor.set("/spec/securityContext/runAsUser", json!(1000)));
+        editor.push(
+            "/spec/securityContext/sysctls",
+            json!({"name": "a", "value": "0"}),
+        );
+        editor.push(
+            "/spec/securityContext/sysctls",
+            json!({"name": "b", "value": "1"}),
+        );
+        assert!(editor.remove("/spec/securityContext/runAsUser"));
+        // Not inside the previous operation's subtree: a new operation, and later edits inside
+        // the security context no longer fold into the earlier one.
+        editor.push("/spec/volumes", json!({"name": "v"}));
+        assert!(editor.set("/spec/securityContext/fsGroup", json!(1000)));
+        let ops = editor.into_ops();
+        let ops = assert_ops_reproduce(&original, "", &doc, ops);
+        let summary: Vec<(&str, String)> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Add { path, value } | Op::Replace { path, value } => {
+                    (path.as_str(), value.as_str().to_owned())
+                }
+                Op::Remove { path } => (path.as_str(), String::new()),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "/spec/securityContext",
+                    r#"{"runAsNonRoot":true,"sysctls":[{"name":"a","value":"0"},{"name":"b","value":"1"}]}"#
+                        .to_owned()
+                ),
+                ("/spec/volumes/0", r#"{"name":"v"}"#.to_owned()),
+                ("/spec/securityContext/fsGroup", "1000".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sibling_with_a_common_prefix_is_not_inside() {
+        let original = json!({"spec": {}});
+        let mut doc = original.clone();
+        let mut editor = Editor::new("", &mut doc);
+        assert!(editor.set("/spec/security", json!({})));
+        assert!(editor.set("/spec/securityContext", json!({"a": 1})));
+        let ops = editor.into_ops();
+        assert_eq!(assert_ops_reproduce(&original, "", &doc, ops).len(), 2);
     }
 
     #[test]
