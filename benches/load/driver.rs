@@ -140,6 +140,22 @@ fn agent_deployment() -> serde_json::Value {
         .expect("the fixture has the cattle-cluster-agent Deployment")
 }
 
+/// The agent Deployment as restrictor admits it (its template mutated).
+fn admitted_agent_deployment() -> serde_json::Value {
+    let mut deployment = agent_deployment();
+    let policy = Policy::builtin();
+    let evaluation = restrictor::engine::evaluate(
+        &policy,
+        &mut deployment,
+        restrictor::workload::WorkloadKind::Deployment,
+        "cattle-system",
+        restrictor::engine::Context::CREATE,
+    )
+    .expect("the agent gets a profile");
+    assert!(evaluation.outcome.denial.is_none(), "the agent is admitted");
+    deployment
+}
+
 /// The agent Deployment's AdmissionReview with a placeholder uid, and where the uid sits.
 #[derive(Clone)]
 pub struct ReviewTemplate {
@@ -151,23 +167,19 @@ impl ReviewTemplate {
     /// `cattle-cluster-agent` from the Rancher import manifest, as an `admission.k8s.io/v1`
     /// AdmissionReview CREATE in namespace `cattle-system`.
     pub fn rancher_agent() -> Self {
-        Self::deployment_review(agent_deployment())
+        Self::deployment_review(agent_deployment(), "CREATE")
+    }
+
+    /// The steady state for the Deployment: restrictor's own result, updated (a later `kubectl
+    /// apply`, a rollout, Rancher updating its agent). Compliant, so no patch.
+    pub fn rancher_agent_update() -> Self {
+        Self::deployment_review(admitted_agent_deployment(), "UPDATE")
     }
 
     /// The steady state: the agent pod the ReplicaSet creates from the template restrictor already
     /// mutated. Compliant, so the answer is `allowed` with no patch.
     pub fn compliant_agent_pod() -> Self {
-        let mut deployment = agent_deployment();
-        let policy = Policy::builtin();
-        let evaluation = restrictor::engine::evaluate(
-            &policy,
-            &mut deployment,
-            restrictor::workload::WorkloadKind::Deployment,
-            "cattle-system",
-            restrictor::engine::Context::CREATE,
-        )
-        .expect("the agent gets a profile");
-        assert!(evaluation.outcome.denial.is_none(), "the agent is admitted");
+        let deployment = admitted_agent_deployment();
         let template = &deployment["spec"]["template"];
         let pod = json!({
             "apiVersion": "v1",
@@ -198,7 +210,17 @@ impl ReviewTemplate {
         Self::from_review(&review)
     }
 
-    fn deployment_review(object: serde_json::Value) -> Self {
+    fn deployment_review(object: serde_json::Value, operation: &str) -> Self {
+        let (old_object, options) = match operation {
+            "UPDATE" => (
+                object.clone(),
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions", "fieldManager": "kubectl-client-side-apply"}),
+            ),
+            _ => (
+                serde_json::Value::Null,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}),
+            ),
+        };
         let review = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -210,12 +232,12 @@ impl ReviewTemplate {
                 "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
                 "name": "cattle-cluster-agent",
                 "namespace": "cattle-system",
-                "operation": "CREATE",
+                "operation": operation,
                 "userInfo": {"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]},
                 "object": object,
-                "oldObject": null,
+                "oldObject": old_object,
                 "dryRun": false,
-                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}
+                "options": options
             }
         });
         Self::from_review(&review)

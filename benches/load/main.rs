@@ -19,8 +19,10 @@
 //!   --no-process           skip the separate-process measurements
 //!   --smoke                a quick run (about 2 s of load), as the CI smoke does
 //!   --object NAME          the reviewed object: `agent-deployment` (default: the unmutated Rancher
-//!                          agent Deployment, 18 changes) or `compliant-pod` (the agent pod made from
-//!                          the mutated template: the steady state, no patch)
+//!                          agent Deployment as `kubectl apply` first creates it, 18 changes),
+//!                          `agent-deployment-update` (the same Deployment as restrictor admitted it,
+//!                          updated: what every later apply or rollout sends; no patch) or
+//!                          `compliant-pod` (the agent pod made from the mutated template; no patch)
 //!
 //! CPU budget: client and servers share the machine's cores. The servers run on a 2-worker
 //! runtime (what restrictor uses on a 2-core node); the client runs on one thread of its own
@@ -48,14 +50,53 @@ struct Options {
     starts: usize,
     process: bool,
     warmup: Duration,
-    compliant_pod: bool,
+    object: Object,
+}
+
+/// Which AdmissionReview the load sends.
+#[derive(Clone, Copy)]
+enum Object {
+    AgentDeployment,
+    AgentDeploymentUpdate,
+    CompliantPod,
+}
+
+impl Object {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "agent-deployment" => Self::AgentDeployment,
+            "agent-deployment-update" => Self::AgentDeploymentUpdate,
+            "compliant-pod" => Self::CompliantPod,
+            _ => return None,
+        })
+    }
+
+    fn review(self) -> ReviewTemplate {
+        match self {
+            Self::AgentDeployment => ReviewTemplate::rancher_agent(),
+            Self::AgentDeploymentUpdate => ReviewTemplate::rancher_agent_update(),
+            Self::CompliantPod => ReviewTemplate::compliant_agent_pod(),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::AgentDeployment => {
+                "the unmutated Rancher cattle-cluster-agent Deployment (CREATE)"
+            }
+            Self::AgentDeploymentUpdate => {
+                "the cattle-cluster-agent Deployment as admitted (UPDATE, steady state, no patch)"
+            }
+            Self::CompliantPod => "the compliant agent pod (CREATE, steady state, no patch)",
+        }
+    }
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("load: {msg}");
     eprintln!(
         "usage: cargo bench --bench load -- [--duration SECS] [--concurrency 1,16,64] [--windows N] \
-         [--client-threads N] [--starts N] [--no-process] [--smoke] [--object agent-deployment|compliant-pod]"
+         [--client-threads N] [--starts N] [--no-process] [--smoke] [--object agent-deployment|agent-deployment-update|compliant-pod]"
     );
     std::process::exit(2)
 }
@@ -81,7 +122,7 @@ fn parse_options() -> Option<Options> {
         starts: 10,
         process: true,
         warmup: Duration::from_millis(300),
-        compliant_pod: false,
+        object: Object::AgentDeployment,
     };
     if smoke {
         o.duration = Duration::from_millis(200);
@@ -136,10 +177,11 @@ fn parse_options() -> Option<Options> {
                     .unwrap_or_else(|_| usage("--starts takes a number"));
             }
             "--no-process" => o.process = false,
-            "--object" => match value().as_str() {
-                "agent-deployment" => o.compliant_pod = false,
-                "compliant-pod" => o.compliant_pod = true,
-                _ => usage("--object takes agent-deployment or compliant-pod"),
+            "--object" => match Object::parse(value()) {
+                Some(object) => o.object = object,
+                None => usage(
+                    "--object takes agent-deployment, agent-deployment-update or compliant-pod",
+                ),
             },
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -156,11 +198,7 @@ fn main() {
 
     let tmp = TempDir::new("load");
     let pki = Pki::generate(tmp.path());
-    let review = Arc::new(if options.compliant_pod {
-        ReviewTemplate::compliant_agent_pod()
-    } else {
-        ReviewTemplate::rancher_agent()
-    });
+    let review = Arc::new(options.object.review());
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -188,11 +226,7 @@ fn main() {
         "restrictor load: AdmissionReview of {} ({} bytes), \
          {} s per server per row in {} alternating windows, client on {} thread(s), servers on a \
          2-worker runtime, {} CPUs",
-        if options.compliant_pod {
-            "the compliant agent pod (steady state, no patch)"
-        } else {
-            "the unmutated Rancher cattle-cluster-agent Deployment"
-        },
+        options.object.describe(),
         review.len(),
         options.duration.as_secs_f64(),
         options.windows * 2,
