@@ -27,6 +27,10 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
+#[path = "../../tests/support/temp_dir.rs"]
+mod temp_dir;
+pub use temp_dir::TempDir;
+
 /// The name the API server uses for an in-cluster service webhook.
 pub const SNI: &str = "restrictor.restrictor-system.svc";
 
@@ -100,32 +104,6 @@ impl Pki {
             .with_no_client_auth();
         config.alpn_protocols = vec![proto.alpn().to_vec()];
         Arc::new(config)
-    }
-}
-
-/// A scratch directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("restrictor-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
