@@ -40,22 +40,80 @@ fn handle(m: &mut Mutation<'_, '_>, offence: Offence<'_>) {
 }
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
-    host_namespaces(m);
-    volumes(m);
-    unsafe_sysctls(m);
-    pod_options(m);
-    apparmor_annotations(m);
-    for container in m.containers() {
-        container_options(m, container);
+    let screen = Screen::of(m.spec());
+    if screen.host_namespaces {
+        host_namespaces(m);
     }
+    if screen.volumes {
+        volumes(m);
+    }
+    if screen.pod_context {
+        unsafe_sysctls(m);
+        pod_options(m);
+    }
+    apparmor_annotations(m);
+    if screen.containers {
+        for container in m.containers() {
+            container_options(m, container);
+        }
+    }
+}
+
+/// Which parts of the pod spec may hold something unfixable, found in one walk over its members:
+/// most pods hold none of it, and a map lookup per field cost more than the walk. A part flagged
+/// here is examined in full by its handler; a part not flagged has nothing for it.
+#[derive(Debug, Default)]
+struct Screen {
+    host_namespaces: bool,
+    volumes: bool,
+    pod_context: bool,
+    containers: bool,
+}
+
+impl Screen {
+    fn of(spec: &Value) -> Self {
+        let mut screen = Self::default();
+        for (field, value) in spec.as_object().into_iter().flatten() {
+            match field.as_str() {
+                "hostNetwork" | "hostPID" | "hostIPC" => {
+                    screen.host_namespaces |= value.as_bool() == Some(true);
+                }
+                "volumes" => {
+                    screen.volumes = value
+                        .as_array()
+                        .is_some_and(|volumes| volumes.iter().any(|v| forbidden_type(v).is_some()));
+                }
+                "securityContext" => {
+                    screen.pod_context = value.as_object().is_some_and(|sc| {
+                        sc.keys().any(|key| {
+                            key == "sysctls" || CONTEXT_OPTION_FIELDS.contains(&key.as_str())
+                        })
+                    });
+                }
+                "initContainers" | "containers" | "ephemeralContainers" => {
+                    screen.containers |= value
+                        .as_array()
+                        .is_some_and(|list| list.iter().any(may_offend));
+                }
+                _ => {}
+            }
+        }
+        screen
+    }
+}
+
+/// Whether a container has a host port or a security context field that can be unfixable.
+fn may_offend(container: &Value) -> bool {
+    let host_ports = container
+        .get("ports")
+        .and_then(Value::as_array)
+        .is_some_and(|ports| ports.iter().any(|port| port.get("hostPort").is_some()));
+    host_ports || has_any(container.get("securityContext"), &CONTAINER_CONTEXT_FIELDS)
 }
 
 const HOST_NAMESPACES: [&str; 3] = ["hostNetwork", "hostPID", "hostIPC"];
 
 fn host_namespaces(m: &mut Mutation<'_, '_>) {
-    if !has_any(Some(m.spec()), &HOST_NAMESPACES) {
-        return;
-    }
     for field in HOST_NAMESPACES {
         if m.spec().get(field).and_then(Value::as_bool) == Some(true) {
             let offence = Offence {
@@ -81,6 +139,11 @@ fn volume_type(volume: &Value) -> Option<&str> {
         .find(|key| *key != "name")
 }
 
+/// The volume's type when the restricted level does not allow it.
+fn forbidden_type(volume: &Value) -> Option<&str> {
+    volume_type(volume).filter(|kind| !pss::RESTRICTED_VOLUME_TYPES.contains(kind))
+}
+
 fn volumes(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(usize, String, String)> = m
         .spec()
@@ -90,14 +153,12 @@ fn volumes(m: &mut Mutation<'_, '_>) {
         .flatten()
         .enumerate()
         .filter_map(|(index, volume)| {
-            let kind = volume_type(volume)?;
-            (!pss::RESTRICTED_VOLUME_TYPES.contains(&kind)).then(|| {
-                let name = volume
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                (index, name.to_owned(), kind.to_owned())
-            })
+            let kind = forbidden_type(volume)?;
+            let name = volume
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some((index, name.to_owned(), kind.to_owned()))
         })
         .collect();
     // Highest index first, so removing one does not shift the next.
@@ -332,14 +393,7 @@ fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
 }
 
 fn container_options(m: &mut Mutation<'_, '_>, container: ContainerAt) {
-    let Some(spec) = m.container(container) else {
-        return;
-    };
-    let host_ports = spec
-        .get("ports")
-        .and_then(Value::as_array)
-        .is_some_and(|ports| ports.iter().any(|port| port.get("hostPort").is_some()));
-    if !host_ports && !has_any(spec.get("securityContext"), &CONTAINER_CONTEXT_FIELDS) {
+    if !m.container(container).is_some_and(may_offend) {
         return;
     }
     let unfixable = m.profile.unfixable;
