@@ -11,13 +11,15 @@
 //! Unconfined` is a baseline "Seccomp" violation, adding `SYS_ADMIN` is a baseline "Capabilities"
 //! violation; restricted-only violations carry `level: Restricted`.
 //!
-//! The checker reads JSON directly and never allocates for a compliant pod: field paths and
-//! details are only formatted when a violation is pushed.
+//! The checker runs on every admission request, mostly on pods that already comply, so that path
+//! is kept cheap: it never allocates (field paths and details are only formatted when a violation
+//! is pushed), and it reads the pod spec, each container and each `securityContext` in one pass
+//! over their members instead of one map search per field (see [`PodSpecFields`]).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::workload::{ContainerRef, PodTemplate};
 
@@ -111,27 +113,26 @@ impl fmt::Display for Violation {
 /// ephemeral); within each, baseline controls in the order the standard lists them, then the
 /// restricted ones.
 pub fn check(pod: &PodTemplate<'_>, level: Level) -> Vec<Violation> {
+    let spec = PodSpecFields::of(pod.spec);
+    let pod_sc = SecurityContextFields::of(spec.security_context);
     let mut checker = Checker {
         pod,
         restricted: level == Level::Restricted,
-        // `Value::pointer` would allocate per token; plain `get`s do not.
-        windows: pod
-            .spec
-            .get("os")
+        windows: spec
+            .os
             .and_then(|os| os.get("name"))
             .and_then(Value::as_str)
             == Some("windows"),
-        user_namespace: pod.spec.get("hostUsers") == Some(&Value::Bool(false)),
+        user_namespace: is_false(spec.host_users),
+        pod_non_root: is_true(pod_sc.run_as_non_root),
+        pod_seccomp: pod_sc
+            .seccomp_profile
+            .is_some_and(|p| !p.is_null() && profile_type_allowed(p)),
         out: Vec::new(),
     };
-    checker.pod_level();
-    let pod_sc = pod.spec.get("securityContext");
-    let pod_non_root = pod_sc.and_then(|sc| sc.get("runAsNonRoot")) == Some(&Value::Bool(true));
-    let pod_seccomp = pod_sc
-        .and_then(|sc| sc.get("seccompProfile"))
-        .is_some_and(|p| !is_unset(Some(p)) && profile_type_allowed(p));
+    checker.pod_level(&spec, &pod_sc);
     for container in pod.containers() {
-        checker.container(&container, pod_non_root, pod_seccomp);
+        checker.container(&container);
     }
     checker.out
 }
@@ -202,6 +203,16 @@ fn is_unset(value: Option<&Value>) -> bool {
     matches!(value, None | Some(Value::Null))
 }
 
+/// Exactly JSON `true`.
+fn is_true(value: Option<&Value>) -> bool {
+    matches!(value, Some(Value::Bool(true)))
+}
+
+/// Exactly JSON `false`.
+fn is_false(value: Option<&Value>) -> bool {
+    matches!(value, Some(Value::Bool(false)))
+}
+
 /// For fields whose allowed values are "undefined/nil, false": anything else (true, or a value of
 /// the wrong type) breaks the control.
 fn not_false(value: Option<&Value>) -> bool {
@@ -226,6 +237,126 @@ fn profile_type_allowed(profile: &Value) -> bool {
     )
 }
 
+/// The members of a JSON object; none when the value is absent or not an object, just as
+/// `Value::get` finds nothing there.
+fn members(value: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
+    value
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(Map::iter)
+}
+
+// Why the checker reads objects through the `*Fields` structs below: serde_json's `Map` is a
+// BTreeMap, so every `get("key")` is a search that calls `memcmp` for each key it passes, and the
+// checker reads a dozen members of the same few objects. One pass over an object's members,
+// matching each key against constant strings (which compile to length checks and inline
+// compares), costs about as much as one or two `get`s.
+
+/// The members of a pod spec that the pod-level controls read.
+#[derive(Default)]
+struct PodSpecFields<'a> {
+    os: Option<&'a Value>,
+    host_users: Option<&'a Value>,
+    host_network: Option<&'a Value>,
+    host_pid: Option<&'a Value>,
+    host_ipc: Option<&'a Value>,
+    volumes: Option<&'a Value>,
+    security_context: Option<&'a Value>,
+}
+
+impl<'a> PodSpecFields<'a> {
+    fn of(spec: &'a Value) -> Self {
+        let mut fields = Self::default();
+        for (key, value) in members(Some(spec)) {
+            let slot = match key.as_str() {
+                "os" => &mut fields.os,
+                "hostUsers" => &mut fields.host_users,
+                "hostNetwork" => &mut fields.host_network,
+                "hostPID" => &mut fields.host_pid,
+                "hostIPC" => &mut fields.host_ipc,
+                "volumes" => &mut fields.volumes,
+                "securityContext" => &mut fields.security_context,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        fields
+    }
+}
+
+/// The members of a container that the per-container controls read.
+#[derive(Default)]
+struct ContainerFields<'a> {
+    security_context: Option<&'a Value>,
+    ports: Option<&'a Value>,
+    liveness_probe: Option<&'a Value>,
+    readiness_probe: Option<&'a Value>,
+    startup_probe: Option<&'a Value>,
+    lifecycle: Option<&'a Value>,
+}
+
+impl<'a> ContainerFields<'a> {
+    fn of(container: &'a Value) -> Self {
+        let mut fields = Self::default();
+        for (key, value) in members(Some(container)) {
+            let slot = match key.as_str() {
+                "securityContext" => &mut fields.security_context,
+                "ports" => &mut fields.ports,
+                "livenessProbe" => &mut fields.liveness_probe,
+                "readinessProbe" => &mut fields.readiness_probe,
+                "startupProbe" => &mut fields.startup_probe,
+                "lifecycle" => &mut fields.lifecycle,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        fields
+    }
+}
+
+/// The members of a pod's or a container's `securityContext` that any control reads. The two
+/// kinds share most members; each level's checks read only the ones that exist there (`sysctls`
+/// at pod level; `privileged`, `capabilities`, `procMount` and `allowPrivilegeEscalation` per
+/// container).
+#[derive(Default)]
+struct SecurityContextFields<'a> {
+    windows_options: Option<&'a Value>,
+    privileged: Option<&'a Value>,
+    capabilities: Option<&'a Value>,
+    app_armor_profile: Option<&'a Value>,
+    se_linux_options: Option<&'a Value>,
+    proc_mount: Option<&'a Value>,
+    seccomp_profile: Option<&'a Value>,
+    sysctls: Option<&'a Value>,
+    allow_privilege_escalation: Option<&'a Value>,
+    run_as_non_root: Option<&'a Value>,
+    run_as_user: Option<&'a Value>,
+}
+
+impl<'a> SecurityContextFields<'a> {
+    fn of(security_context: Option<&'a Value>) -> Self {
+        let mut fields = Self::default();
+        for (key, value) in members(security_context) {
+            let slot = match key.as_str() {
+                "windowsOptions" => &mut fields.windows_options,
+                "privileged" => &mut fields.privileged,
+                "capabilities" => &mut fields.capabilities,
+                "appArmorProfile" => &mut fields.app_armor_profile,
+                "seLinuxOptions" => &mut fields.se_linux_options,
+                "procMount" => &mut fields.proc_mount,
+                "seccompProfile" => &mut fields.seccomp_profile,
+                "sysctls" => &mut fields.sysctls,
+                "allowPrivilegeEscalation" => &mut fields.allow_privilege_escalation,
+                "runAsNonRoot" => &mut fields.run_as_non_root,
+                "runAsUser" => &mut fields.run_as_user,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        fields
+    }
+}
+
 /// Renders an optional JSON value for a detail message: strings quoted, other JSON as JSON,
 /// absent as `undefined`.
 struct Shown<'a>(Option<&'a Value>);
@@ -240,11 +371,25 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// Formats a violation's field path into a String sized for a long one up front: `format!`
+/// would start from an estimate of a few bytes and regrow the String several times on the way.
+fn field_path(path: fmt::Arguments<'_>) -> String {
+    const CAPACITY: usize = 128;
+    let mut field = String::with_capacity(CAPACITY);
+    // Writing into a String fails only if a `Display` impl does; none of the checker's can.
+    let _ = field.write_fmt(path);
+    field
+}
+
 struct Checker<'p, 'a> {
     pod: &'p PodTemplate<'a>,
     restricted: bool,
     windows: bool,
     user_namespace: bool,
+    /// `runAsNonRoot: true` at pod level, which containers that leave it unset inherit.
+    pod_non_root: bool,
+    /// An allowed seccomp profile at pod level, which containers without one of their own inherit.
+    pod_seccomp: bool,
     out: Vec<Violation>,
 }
 
@@ -261,7 +406,7 @@ impl Checker<'_, '_> {
             check,
             level,
             container: None,
-            field: format!("{}.{}", self.pod.kind.spec_path(), suffix),
+            field: field_path(format_args!("{}.{}", self.pod.kind.spec_path(), suffix)),
             detail: detail.to_string(),
         });
     }
@@ -279,12 +424,15 @@ impl Checker<'_, '_> {
             check,
             level,
             container: Some(container.name().to_owned()),
-            field: format!(
-                "{}.{}.{}",
+            // `{list}[{index}]` is `ContainerRef::path`, written in place to save formatting
+            // that path into a String of its own.
+            field: field_path(format_args!(
+                "{}.{}[{}].{}",
                 self.pod.kind.spec_path(),
-                container.path(),
+                container.list,
+                container.index,
                 suffix
-            ),
+            )),
             detail: detail.to_string(),
         });
     }
@@ -296,13 +444,9 @@ impl Checker<'_, '_> {
         format!("{prefix}metadata")
     }
 
-    fn pod_level(&mut self) {
-        let spec = self.pod.spec;
-        let sc = spec.get("securityContext");
-        let field = |name: &str| sc.and_then(|sc| sc.get(name));
-
+    fn pod_level(&mut self, spec: &PodSpecFields<'_>, sc: &SecurityContextFields<'_>) {
         // HostProcess
-        let host_process = field("windowsOptions").and_then(|w| w.get("hostProcess"));
+        let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
         if not_false(host_process) {
             self.pod_violation(
                 HOST_PROCESS,
@@ -313,8 +457,11 @@ impl Checker<'_, '_> {
         }
 
         // Host Namespaces
-        for name in ["hostNetwork", "hostPID", "hostIPC"] {
-            let value = spec.get(name);
+        for (name, value) in [
+            ("hostNetwork", spec.host_network),
+            ("hostPID", spec.host_pid),
+            ("hostIPC", spec.host_ipc),
+        ] {
             if not_false(value) {
                 self.pod_violation(
                     HOST_NAMESPACES,
@@ -326,11 +473,11 @@ impl Checker<'_, '_> {
         }
 
         // HostPath Volumes, and Volume Types under restricted.
-        self.volumes();
+        self.volumes(spec.volumes);
 
         // AppArmor: the deprecated per-container annotations and the pod-level field.
         self.apparmor_annotations();
-        if let Some(profile) = field("appArmorProfile").filter(|p| !p.is_null())
+        if let Some(profile) = sc.app_armor_profile.filter(|p| !p.is_null())
             && !profile_type_allowed(profile)
         {
             self.pod_violation(
@@ -345,14 +492,15 @@ impl Checker<'_, '_> {
         }
 
         // SELinux
-        if let Some(options) = field("seLinuxOptions").filter(|o| !o.is_null()) {
+        if let Some(options) = sc.se_linux_options.filter(|o| !o.is_null()) {
             self.selinux(None, options);
         }
 
-        // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline); restricted also
-        // requires one to be set, at pod level or in every container (checked per container).
-        if let Some(profile) = field("seccompProfile").filter(|p| !p.is_null())
-            && !profile_type_allowed(profile)
+        // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline; `pod_seccomp` says
+        // whether it is); restricted also requires one to be set, at pod level or in every
+        // container (checked per container).
+        if let Some(profile) = sc.seccomp_profile.filter(|p| !p.is_null())
+            && !self.pod_seccomp
         {
             self.pod_violation(
                 SECCOMP,
@@ -366,7 +514,7 @@ impl Checker<'_, '_> {
         }
 
         // Sysctls
-        self.sysctls(field("sysctls"));
+        self.sysctls(sc.sysctls);
 
         if !self.restricted {
             return;
@@ -374,8 +522,8 @@ impl Checker<'_, '_> {
 
         // Running as Non-root: pod level may be true or undefined here; false is always wrong.
         if !self.user_namespace {
-            let non_root = field("runAsNonRoot");
-            if !is_unset(non_root) && non_root != Some(&Value::Bool(true)) {
+            let non_root = sc.run_as_non_root;
+            if !is_unset(non_root) && !is_true(non_root) {
                 self.pod_violation(
                     RUNNING_AS_NON_ROOT,
                     Level::Restricted,
@@ -384,7 +532,7 @@ impl Checker<'_, '_> {
                 );
             }
             // Running as Non-root user
-            let user = field("runAsUser");
+            let user = sc.run_as_user;
             if zero_or_wrong_type(user) {
                 self.pod_violation(
                     RUNNING_AS_NON_ROOT_USER,
@@ -396,8 +544,8 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn volumes(&mut self) {
-        let Some(volumes) = self.pod.spec.get("volumes").filter(|v| !v.is_null()) else {
+    fn volumes(&mut self, volumes: Option<&Value>) {
+        let Some(volumes) = volumes.filter(|v| !v.is_null()) else {
             return;
         };
         let Some(volumes) = volumes.as_array() else {
@@ -418,13 +566,14 @@ impl Checker<'_, '_> {
             return;
         };
         for (index, volume) in volumes.iter().enumerate() {
-            let name = volume.get("name").and_then(Value::as_str).unwrap_or("");
+            // Only messages need the name, so it is looked up only for them.
+            let name = || volume.get("name").and_then(Value::as_str).unwrap_or("");
             if !is_unset(volume.get("hostPath")) {
                 self.pod_violation(
                     HOST_PATH_VOLUMES,
                     Level::Baseline,
                     format_args!("volumes[{index}].hostPath"),
-                    format_args!("hostPath volume {name:?} is not allowed"),
+                    format_args!("hostPath volume {:?} is not allowed", name()),
                 );
             }
             if !self.restricted {
@@ -451,7 +600,7 @@ impl Checker<'_, '_> {
                     VOLUME_TYPES,
                     Level::Restricted,
                     format_args!("volumes[{index}].{key}"),
-                    format_args!("volume {name:?} uses restricted volume type {key:?}"),
+                    format_args!("volume {:?} uses restricted volume type {key:?}", name()),
                 );
             }
         }
@@ -581,12 +730,12 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn container(&mut self, c: &ContainerRef<'_>, pod_non_root: bool, pod_seccomp: bool) {
-        let sc = c.container.get("securityContext");
-        let field = |name: &str| sc.and_then(|sc| sc.get(name));
+    fn container(&mut self, c: &ContainerRef<'_>) {
+        let fields = ContainerFields::of(c.container);
+        let sc = SecurityContextFields::of(fields.security_context);
 
         // HostProcess
-        let host_process = field("windowsOptions").and_then(|w| w.get("hostProcess"));
+        let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
         if not_false(host_process) {
             self.container_violation(
                 HOST_PROCESS,
@@ -598,7 +747,7 @@ impl Checker<'_, '_> {
         }
 
         // Privileged Containers
-        let privileged = field("privileged");
+        let privileged = sc.privileged;
         if not_false(privileged) {
             self.container_violation(
                 PRIVILEGED_CONTAINERS,
@@ -610,13 +759,13 @@ impl Checker<'_, '_> {
         }
 
         // Capabilities
-        self.capabilities(c, field("capabilities"));
+        self.capabilities(c, sc.capabilities);
 
         // HostPorts
-        self.host_ports(c);
+        self.host_ports(c, fields.ports);
 
         // AppArmor
-        if let Some(profile) = field("appArmorProfile").filter(|p| !p.is_null())
+        if let Some(profile) = sc.app_armor_profile.filter(|p| !p.is_null())
             && !profile_type_allowed(profile)
         {
             self.container_violation(
@@ -632,12 +781,12 @@ impl Checker<'_, '_> {
         }
 
         // SELinux
-        if let Some(options) = field("seLinuxOptions").filter(|o| !o.is_null()) {
+        if let Some(options) = sc.se_linux_options.filter(|o| !o.is_null()) {
             self.selinux(Some(c), options);
         }
 
         // /proc Mount Type: user-namespaced pods may unmask /proc under baseline, never under restricted.
-        let proc_mount = field("procMount");
+        let proc_mount = sc.proc_mount;
         if !is_unset(proc_mount) && proc_mount.and_then(Value::as_str) != Some("Default") {
             if !self.user_namespace {
                 self.container_violation(
@@ -659,7 +808,7 @@ impl Checker<'_, '_> {
         }
 
         // Seccomp (baseline part: a set profile must be RuntimeDefault or Localhost)
-        let seccomp = field("seccompProfile").filter(|p| !p.is_null());
+        let seccomp = sc.seccomp_profile.filter(|p| !p.is_null());
         if let Some(profile) = seccomp
             && !profile_type_allowed(profile)
         {
@@ -676,7 +825,7 @@ impl Checker<'_, '_> {
         }
 
         // Host Probes / Lifecycle Hooks
-        self.probe_hosts(c);
+        self.probe_hosts(c, &fields);
 
         if !self.restricted {
             return;
@@ -684,8 +833,8 @@ impl Checker<'_, '_> {
 
         // Privilege Escalation (Linux only)
         if !self.windows {
-            let escalation = field("allowPrivilegeEscalation");
-            if escalation != Some(&Value::Bool(false)) {
+            let escalation = sc.allow_privilege_escalation;
+            if !is_false(escalation) {
                 self.container_violation(
                     PRIVILEGE_ESCALATION,
                     Level::Restricted,
@@ -698,10 +847,11 @@ impl Checker<'_, '_> {
 
         if !self.user_namespace {
             // Running as Non-root: explicitly true here, or undefined here and true at pod level.
-            let non_root = field("runAsNonRoot");
-            let ok = match non_root {
-                None | Some(Value::Null) => pod_non_root,
-                Some(v) => *v == Value::Bool(true),
+            let non_root = sc.run_as_non_root;
+            let ok = if is_unset(non_root) {
+                self.pod_non_root
+            } else {
+                is_true(non_root)
             };
             if !ok {
                 self.container_violation(
@@ -721,7 +871,7 @@ impl Checker<'_, '_> {
             }
 
             // Running as Non-root user
-            let user = field("runAsUser");
+            let user = sc.run_as_user;
             if zero_or_wrong_type(user) {
                 self.container_violation(
                     RUNNING_AS_NON_ROOT_USER,
@@ -734,7 +884,7 @@ impl Checker<'_, '_> {
         }
 
         // Seccomp (restricted part, Linux only): a profile must be set here or at pod level.
-        if !self.windows && seccomp.is_none() && !pod_seccomp {
+        if !self.windows && seccomp.is_none() && !self.pod_seccomp {
             self.container_violation(
                 SECCOMP,
                 Level::Restricted,
@@ -810,8 +960,8 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn host_ports(&mut self, c: &ContainerRef<'_>) {
-        let Some(ports) = c.container.get("ports").and_then(Value::as_array) else {
+    fn host_ports(&mut self, c: &ContainerRef<'_>, ports: Option<&Value>) {
+        let Some(ports) = ports.and_then(Value::as_array) else {
             return;
         };
         for (index, port) in ports.iter().enumerate() {
@@ -833,20 +983,16 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn probe_hosts(&mut self, c: &ContainerRef<'_>) {
-        const HANDLERS: [(&str, Option<&str>); 5] = [
-            ("livenessProbe", None),
-            ("readinessProbe", None),
-            ("startupProbe", None),
-            ("lifecycle", Some("postStart")),
-            ("lifecycle", Some("preStop")),
+    fn probe_hosts(&mut self, c: &ContainerRef<'_>, fields: &ContainerFields<'_>) {
+        let hook = |name: &str| fields.lifecycle.and_then(|l| l.get(name));
+        let handlers = [
+            ("livenessProbe", None, fields.liveness_probe),
+            ("readinessProbe", None, fields.readiness_probe),
+            ("startupProbe", None, fields.startup_probe),
+            ("lifecycle", Some("postStart"), hook("postStart")),
+            ("lifecycle", Some("preStop"), hook("preStop")),
         ];
-        for (outer, inner) in HANDLERS {
-            let handler = c.container.get(outer);
-            let handler = match inner {
-                Some(inner) => handler.and_then(|h| h.get(inner)),
-                None => handler,
-            };
+        for (outer, inner, handler) in handlers {
             let Some(handler) = handler else { continue };
             for action in ["httpGet", "tcpSocket"] {
                 let host = handler.get(action).and_then(|a| a.get("host"));
