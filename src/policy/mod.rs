@@ -360,9 +360,19 @@ impl Policy {
     }
 
     fn validate(file: PolicyFile, text: &str) -> Result<Self, PolicyError> {
-        let invalid = |field: String, needle: &str, message: String| {
-            let line = line_of(text, needle).map_or(String::new(), |l| format!(" at line {l}"));
+        let invalid_at = |field: String, line: Option<usize>, message: String| {
+            let line = line.map_or(String::new(), |l| format!(" at line {l}"));
             PolicyError::Invalid(format!("{field}{line}: {message}"))
+        };
+        let invalid = |field: String, needle: &str, message: String| {
+            invalid_at(field, line_of(text, needle), message)
+        };
+        let listed_twice = |field: String, value: &str| {
+            invalid_at(
+                field,
+                line_of_nth(text, value, 1),
+                format!("{value:?} is listed twice"),
+            )
         };
         if file.profiles.contains_key(NO_PROFILE) {
             return Err(invalid(
@@ -376,10 +386,9 @@ impl Policy {
             for (index, writable) in profile.writable_paths.iter().enumerate() {
                 let path = writable.path.as_str();
                 if seen.contains(&path) {
-                    return Err(invalid(
+                    return Err(listed_twice(
                         format!("profiles.{name}.writablePaths[{index}].path"),
                         path,
-                        format!("{path:?} is listed twice"),
                     ));
                 }
                 seen.push(path);
@@ -388,6 +397,19 @@ impl Policy {
                         format!("profiles.{name}.writablePaths[{index}].whenEnv"),
                         "whenEnv",
                         "must name an environment variable".to_owned(),
+                    ));
+                }
+            }
+            // Two values for one sysctl would leave the pod with whichever came last.
+            for (index, sysctl) in profile.sysctls.iter().enumerate() {
+                let sysctl = sysctl.name.as_str();
+                if profile.sysctls[..index]
+                    .iter()
+                    .any(|earlier| earlier.name.as_str() == sysctl)
+                {
+                    return Err(listed_twice(
+                        format!("profiles.{name}.sysctls[{index}].name"),
+                        sysctl,
                     ));
                 }
             }
@@ -473,9 +495,17 @@ impl Policy {
 
 /// 1-based line of the first line containing `needle`, to point at semantic errors serde cannot place.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
+    line_of_nth(text, needle, 0)
+}
+
+/// The line of the `n`th (from 0) line containing `needle`: a value listed twice is reported where
+/// it is listed the second time.
+fn line_of_nth(text: &str, needle: &str, n: usize) -> Option<usize> {
     text.lines()
-        .position(|line| line.contains(needle))
-        .map(|index| index + 1)
+        .enumerate()
+        .filter(|(_, line)| line.contains(needle))
+        .nth(n)
+        .map(|(index, _)| index + 1)
 }
 
 #[cfg(test)]
@@ -607,6 +637,20 @@ mod tests {
         assert!(message.contains("runAsUser"), "{message}");
         assert!(message.contains("must not be 0"), "{message}");
         assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn a_sysctl_listed_twice_is_rejected_naming_the_second() {
+        let text = "profiles:\n  p:\n    sysctls:\n    - {name: net.ipv4.ping_group_range, value: '0 0'}\n    - {name: net.ipv4.ping_group_range, value: '1 1'}\nrules: []\n";
+        let error = Policy::from_yaml(text)
+            .expect_err("duplicate sysctl")
+            .to_string();
+        assert!(
+            error.ends_with(
+                "profiles.p.sysctls[1].name at line 5: \"net.ipv4.ping_group_range\" is listed twice"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
