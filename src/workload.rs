@@ -3,7 +3,6 @@
 //! Everything that reads or writes a pod spec goes through [`PodTemplate::locate`], so the knowledge
 //! "a CronJob keeps its pod at `spec.jobTemplate.spec.template`" exists exactly once.
 
-use crate::patch::Pointer;
 use serde_json::Value;
 
 /// The pod-bearing kinds restrictor understands, keyed by `apiVersion` group and `kind`.
@@ -58,6 +57,35 @@ impl WorkloadKind {
         }
     }
 
+    /// The object holding the pod's `metadata` and `spec`, at [`Self::template_pointer`]: the
+    /// object itself for a Pod. Plain member lookups, as this runs several times per review.
+    pub fn holder(self, object: &Value) -> Option<&Value> {
+        match self {
+            Self::Pod => Some(object),
+            Self::PodTemplate => object.get("template"),
+            Self::CronJob => object
+                .get("spec")?
+                .get("jobTemplate")?
+                .get("spec")?
+                .get("template"),
+            _ => object.get("spec")?.get("template"),
+        }
+    }
+
+    /// [`Self::holder`], mutably.
+    pub fn holder_mut(self, object: &mut Value) -> Option<&mut Value> {
+        match self {
+            Self::Pod => Some(object),
+            Self::PodTemplate => object.get_mut("template"),
+            Self::CronJob => object
+                .get_mut("spec")?
+                .get_mut("jobTemplate")?
+                .get_mut("spec")?
+                .get_mut("template"),
+            _ => object.get_mut("spec")?.get_mut("template"),
+        }
+    }
+
     /// The same location in the dotted form error messages use (`spec.template.spec`).
     pub fn spec_path(self) -> &'static str {
         match self {
@@ -106,7 +134,7 @@ impl<'a> PodTemplate<'a> {
 
     /// Finds the pod template of an object whose kind the caller already knows (from an AdmissionReview).
     pub fn locate_as(object: &'a Value, kind: WorkloadKind) -> Option<Self> {
-        Self::from_holder(object.at(kind.template_pointer())?, kind)
+        Self::from_holder(kind.holder(object)?, kind)
     }
 
     /// The template from the object that holds its `metadata` and `spec` (the object itself for a
@@ -238,6 +266,10 @@ mod tests {
                 ["c"]
             );
             assert_eq!(object.pointer(&pod.spec_pointer()), Some(pod.spec));
+            assert_eq!(
+                kind.holder(&object),
+                object.pointer(kind.template_pointer())
+            );
         }
     }
 

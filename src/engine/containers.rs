@@ -12,19 +12,14 @@ const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let windows = m.is_windows();
-    for container in m.containers() {
-        // Most pods arrive already compliant (made from templates restrictor mutated): one read
-        // of the security context settles them without building a pointer per field.
-        let compliant = m.container(container).is_some_and(|c| {
-            is_compliant(
-                c.get("securityContext"),
-                windows,
-                m.profile.read_only_root_filesystem,
-            )
-        });
-        if compliant {
-            continue;
-        }
+    let read_only_root = m.profile.read_only_root_filesystem;
+    // Most pods arrive already compliant (made from templates restrictor mutated): one read of each
+    // security context settles them without building a pointer per field.
+    let pending: Vec<ContainerAt> = crate::workload::containers(m.spec())
+        .filter(|c| !is_compliant(c.container.get("securityContext"), windows, read_only_root))
+        .map(ContainerAt::from)
+        .collect();
+    for container in pending {
         let scope = m.scope_of(container);
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {

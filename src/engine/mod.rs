@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::patch::{Editor, Op, Pointer};
+use crate::patch::{Editor, Op};
 use crate::policy::{Policy, Profile, Subject};
 use crate::pss;
 use crate::workload::{PodTemplate, WorkloadKind};
@@ -198,10 +198,7 @@ impl Mutation<'_, '_> {
     /// changes (most pods arrive compliant, and formatting per container dominated their cost).
     pub fn containers(&self) -> Vec<ContainerAt> {
         crate::workload::containers(self.spec())
-            .map(|c| ContainerAt {
-                list: c.list,
-                index: c.index,
-            })
+            .map(ContainerAt::from)
             .collect()
     }
 
@@ -239,6 +236,15 @@ impl Mutation<'_, '_> {
 pub(crate) struct ContainerAt {
     pub list: &'static str,
     pub index: usize,
+}
+
+impl From<crate::workload::ContainerRef<'_>> for ContainerAt {
+    fn from(container: crate::workload::ContainerRef<'_>) -> Self {
+        Self {
+            list: container.list,
+            index: container.index,
+        }
+    }
 }
 
 impl ContainerAt {
@@ -281,7 +287,7 @@ pub fn mutate(
 
 fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) -> Outcome {
     let holder_pointer = kind.template_pointer();
-    let Some(holder) = object.at_mut(holder_pointer) else {
+    let Some(holder) = kind.holder_mut(object) else {
         return Outcome::default();
     };
     if PodTemplate::from_holder(holder, kind).is_none() {
@@ -315,10 +321,7 @@ fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) ->
 
     if findings.is_empty() {
         // The post-condition: never admit what the host would still reject.
-        if let Some(pod) = object
-            .at(holder_pointer)
-            .and_then(|holder| PodTemplate::from_holder(holder, kind))
-        {
+        if let Some(pod) = PodTemplate::locate_as(object, kind) {
             findings.extend(
                 pss::check(&pod, pss::Level::Restricted)
                     .into_iter()

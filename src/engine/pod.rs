@@ -1,78 +1,151 @@
 //! The pod-level `securityContext`: non-root identity, seccomp, and the profile's sysctls.
+//!
+//! The rules decide by reading the pod once, then make their edits: most pods arrive compliant,
+//! and for them this costs one walk over the security context's members and no allocation.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Mutation, Scope};
+use crate::policy::Profile;
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
-    run_as_non_root(m);
-    if m.is_windows() {
+    for edit in plan(m.profile, m.spec()) {
+        match edit.kind {
+            EditKind::Set => {
+                m.editor.set(&edit.pointer, edit.value);
+            }
+            EditKind::Append => m.editor.push(&edit.pointer, edit.value),
+        }
+        m.change(Scope::Pod, edit.line);
+    }
+}
+
+/// One change to the pod's security context, decided before any is made.
+struct Edit {
+    pointer: String,
+    value: Value,
+    kind: EditKind,
+    /// The change line.
+    line: String,
+}
+
+enum EditKind {
+    Set,
+    /// Appended to the array at the pointer (created when missing).
+    Append,
+}
+
+impl Edit {
+    fn set(pointer: &str, value: Value, line: String) -> Self {
+        Self {
+            pointer: pointer.to_owned(),
+            value,
+            kind: EditKind::Set,
+            line,
+        }
+    }
+}
+
+/// The members of the pod-level security context the rules read, found in one walk.
+#[derive(Default)]
+struct PodContext<'a> {
+    run_as_non_root: Option<&'a Value>,
+    run_as_user: Option<&'a Value>,
+    run_as_group: Option<&'a Value>,
+    fs_group: Option<&'a Value>,
+    seccomp_profile: Option<&'a Value>,
+    sysctls: Option<&'a Value>,
+}
+
+impl<'a> PodContext<'a> {
+    fn of(security_context: Option<&'a Map<String, Value>>) -> Self {
+        let mut fields = Self::default();
+        for (key, value) in security_context.into_iter().flatten() {
+            let slot = match key.as_str() {
+                "runAsNonRoot" => &mut fields.run_as_non_root,
+                "runAsUser" => &mut fields.run_as_user,
+                "runAsGroup" => &mut fields.run_as_group,
+                "fsGroup" => &mut fields.fs_group,
+                "seccompProfile" => &mut fields.seccomp_profile,
+                "sysctls" => &mut fields.sysctls,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        fields
+    }
+}
+
+fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
+    let context = PodContext::of(spec.get("securityContext").and_then(Value::as_object));
+    let mut edits = Vec::new();
+    if context.run_as_non_root != Some(&Value::Bool(true)) {
+        edits.push(Edit::set(
+            "/spec/securityContext/runAsNonRoot",
+            json!(true),
+            was("runAsNonRoot=true", context.run_as_non_root),
+        ));
+    }
+    let windows = spec
+        .get("os")
+        .and_then(|os| os.get("name"))
+        .and_then(Value::as_str)
+        == Some("windows");
+    if windows {
         // uids, gids, seccomp and sysctls are Linux concepts; the standard exempts Windows pods.
-        return;
+        return edits;
     }
-    identities(m);
-    seccomp(m);
-    sysctls(m);
-}
-
-/// A member of the pod-level security context in the working copy.
-fn pod_context<'m>(m: &'m Mutation<'_, '_>, field: &str) -> Option<&'m Value> {
-    m.spec().get("securityContext")?.get(field)
-}
-
-fn run_as_non_root(m: &mut Mutation<'_, '_>) {
-    let current = pod_context(m, "runAsNonRoot");
-    if current == Some(&Value::Bool(true)) {
-        return;
-    }
-    let line = was("runAsNonRoot=true", current);
-    m.editor
-        .set("/spec/securityContext/runAsNonRoot", json!(true));
-    m.change(Scope::Pod, line);
+    identities(profile, spec, &context, &mut edits);
+    seccomp(spec, &context, &mut edits);
+    sysctls(profile, spec, &context, &mut edits);
+    edits
 }
 
 /// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
 /// The user and group are left unset when every container sets its own, so an image's own numeric
 /// USER keeps working wherever the pod spec already decided.
-fn identities(m: &mut Mutation<'_, '_>) {
-    let profile = m.profile;
-    for (field, pointer, id, containers_may_decide) in [
+fn identities(profile: &Profile, spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+    for (field, pointer, current, id, containers_may_decide) in [
         (
             "runAsUser",
             "/spec/securityContext/runAsUser",
+            context.run_as_user,
             profile.run_as_user.get(),
             true,
         ),
         (
             "runAsGroup",
             "/spec/securityContext/runAsGroup",
+            context.run_as_group,
             profile.run_as_group.get(),
             true,
         ),
         (
             "fsGroup",
             "/spec/securityContext/fsGroup",
+            context.fs_group,
             profile.fs_group.get(),
             false,
         ),
     ] {
-        let current = pod_context(m, field);
         let needs = match current.and_then(Value::as_i64) {
             Some(0) => true,
             Some(_) => false,
             None if current.is_some_and(|v| !v.is_null()) => true,
-            None => !(containers_may_decide && every_container_sets(m, field)),
+            None => !(containers_may_decide && every_container_sets(spec, field)),
         };
         if needs {
-            let line = was(&format!("{field}={id}"), current);
-            m.editor.set(pointer, json!(id));
-            m.change(Scope::Pod, line);
+            edits.push(Edit::set(
+                pointer,
+                json!(id),
+                was(&format!("{field}={id}"), current),
+            ));
         }
     }
 }
 
-fn every_container_sets(m: &Mutation<'_, '_>, field: &str) -> bool {
-    crate::workload::containers(m.spec()).all(|c| {
+fn every_container_sets(spec: &Value, field: &str) -> bool {
+    crate::workload::containers(spec).all(|c| {
         c.container
             .get("securityContext")
             .and_then(|sc| sc.get(field))
@@ -89,25 +162,24 @@ pub(super) fn is_compliant_seccomp(profile: &Value) -> bool {
     )
 }
 
-fn seccomp(m: &mut Mutation<'_, '_>) {
-    let current = pod_context(m, "seccompProfile");
+fn seccomp(spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+    let current = context.seccomp_profile;
     match current {
         Some(profile) if is_compliant_seccomp(profile) => return,
         // An absent pod-level profile is fine when every container sets a compliant one.
-        None if every_container_has_seccomp(m) => return,
+        None if every_container_has_seccomp(spec) => return,
         _ => {}
     }
     let previous = current.map(|p| p.get("type").unwrap_or(p));
-    let line = was("seccompProfile=RuntimeDefault", previous);
-    m.editor.set(
+    edits.push(Edit::set(
         "/spec/securityContext/seccompProfile",
         json!({"type": "RuntimeDefault"}),
-    );
-    m.change(Scope::Pod, line);
+        was("seccompProfile=RuntimeDefault", previous),
+    ));
 }
 
-fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
-    let mut containers = crate::workload::containers(m.spec()).peekable();
+fn every_container_has_seccomp(spec: &Value) -> bool {
+    let mut containers = crate::workload::containers(spec).peekable();
     containers.peek().is_some()
         && containers.all(|c| {
             c.container
@@ -117,39 +189,40 @@ fn every_container_has_seccomp(m: &Mutation<'_, '_>) -> bool {
         })
 }
 
-fn sysctls(m: &mut Mutation<'_, '_>) {
-    if m.profile.sysctls.is_empty() {
+fn sysctls(profile: &Profile, spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+    if profile.sysctls.is_empty() {
         return;
     }
     // The unprivileged-port sysctl is namespaced to the pod's network namespace; with the host's
     // network it is neither needed nor allowed.
-    if m.spec().get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
         return;
     }
     let pointer = "/spec/securityContext/sysctls";
-    for wanted in &m.profile.sysctls {
+    let current = context.sysctls.and_then(Value::as_array);
+    // Policy validation rules out a name listed twice, so each wanted sysctl is decided against the
+    // pod as it came: appending one never affects the next.
+    for wanted in &profile.sysctls {
         let name = wanted.name.as_str();
-        let existing = pod_context(m, "sysctls")
-            .and_then(Value::as_array)
-            .and_then(|list| {
-                list.iter()
-                    .enumerate()
-                    .find(|(_, s)| s.get("name").and_then(Value::as_str) == Some(name))
-            })
+        let existing = current
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, s)| s.get("name").and_then(Value::as_str) == Some(name))
             .map(|(index, sysctl)| (index, sysctl.get("value")));
         match existing {
             Some((_, Some(Value::String(value)))) if *value == wanted.value => {}
-            Some((index, previous)) => {
-                let line = was(&format!("sysctl {name}={}", wanted.value), previous);
-                m.editor
-                    .set(&format!("{pointer}/{index}/value"), json!(wanted.value));
-                m.change(Scope::Pod, line);
-            }
-            None => {
-                m.editor
-                    .push(pointer, json!({"name": name, "value": wanted.value}));
-                m.change(Scope::Pod, format!("sysctl {name}={}", wanted.value));
-            }
+            Some((index, previous)) => edits.push(Edit::set(
+                &format!("{pointer}/{index}/value"),
+                json!(wanted.value),
+                was(&format!("sysctl {name}={}", wanted.value), previous),
+            )),
+            None => edits.push(Edit {
+                pointer: pointer.to_owned(),
+                value: json!({"name": name, "value": wanted.value}),
+                kind: EditKind::Append,
+                line: format!("sysctl {name}={}", wanted.value),
+            }),
         }
     }
 }

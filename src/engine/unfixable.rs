@@ -85,8 +85,12 @@ impl Screen {
                 }
                 "securityContext" => {
                     screen.pod_context = value.as_object().is_some_and(|sc| {
-                        sc.keys().any(|key| {
-                            key == "sysctls" || CONTEXT_OPTION_FIELDS.contains(&key.as_str())
+                        sc.iter().any(|(key, value)| match key.as_str() {
+                            // Restrictor itself adds a safe one to most pods.
+                            "sysctls" => value
+                                .as_array()
+                                .is_some_and(|sysctls| sysctls.iter().any(|s| !is_safe_sysctl(s))),
+                            key => CONTEXT_OPTION_FIELDS.contains(&key),
                         })
                     });
                 }
@@ -210,20 +214,30 @@ fn remove_mounts_of(m: &mut Mutation<'_, '_>, volume: &str) {
     }
 }
 
+/// Whether the sysctl is one the restricted level allows.
+fn is_safe_sysctl(sysctl: &Value) -> bool {
+    sysctl
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| pss::SAFE_SYSCTLS.contains(&name))
+}
+
 fn unsafe_sysctls(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(usize, String)> = m
         .spec()
-        .at("/securityContext/sysctls")
+        .get("securityContext")
+        .and_then(|sc| sc.get("sysctls"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .enumerate()
-        .filter_map(|(index, sysctl)| {
+        .filter(|(_, sysctl)| !is_safe_sysctl(sysctl))
+        .map(|(index, sysctl)| {
             let name = sysctl
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            (!pss::SAFE_SYSCTLS.contains(&name)).then(|| (index, name.to_owned()))
+            (index, name.to_owned())
         })
         .collect();
     for (index, name) in offending.into_iter().rev() {
@@ -358,7 +372,9 @@ fn pod_options(m: &mut Mutation<'_, '_>) {
 fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
     let offending: Vec<(String, String)> = m
         .editor
-        .get("/metadata/annotations")
+        .doc()
+        .get("metadata")
+        .and_then(|metadata| metadata.get("annotations"))
         .and_then(Value::as_object)
         .into_iter()
         .flatten()

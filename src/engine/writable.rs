@@ -37,11 +37,11 @@ fn plan<'p>(m: &Mutation<'p, '_>) -> Vec<(ContainerAt, &'p WritablePath)> {
         // Ephemeral containers cannot bring volumes (the pod's volumes are fixed by then).
         .filter(|c| c.list != "ephemeralContainers" && !c.name().starts_with(SEED_CONTAINER_PREFIX))
         .map(|c| {
-            let at = ContainerAt {
-                list: c.list,
-                index: c.index,
-            };
-            (at, c.container, mount_paths(c.container).collect())
+            (
+                ContainerAt::from(c),
+                c.container,
+                mount_paths(c.container).collect(),
+            )
         })
         .collect();
     let mut planned = Vec::new();
