@@ -3,14 +3,14 @@
 //! with the engine's outcome as a JSON Patch, warnings, audit annotations or a denial.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use crate::patch::Pointer;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{self, Context, Operation};
+use crate::engine::{self, Change, Context, Operation};
 use crate::manifest::describe;
 use crate::policy::Policy;
 use crate::workload::WorkloadKind;
@@ -54,7 +54,8 @@ pub struct Summary {
     pub outcome: Outcome,
     /// The profile applied, if any rule chose one.
     pub profile: Option<String>,
-    pub changes: Vec<String>,
+    /// What the engine changed; formatted only where printed.
+    pub changes: Vec<Change>,
 }
 
 /// A review answered: the serialized `AdmissionReview` response, sent with HTTP 200.
@@ -304,8 +305,7 @@ impl<'a> Review<'a> {
         if let Some(evaluation) = evaluation {
             let outcome = evaluation.outcome;
             summary.profile = Some(evaluation.profile.to_owned());
-            summary.changes = outcome.changes.iter().map(ToString::to_string).collect();
-            response.warnings = bounded_warnings(&summary.changes, &outcome.warnings);
+            response.warnings = bounded_warnings(&outcome.changes, &outcome.warnings);
             response
                 .audit_annotations
                 .push(("profile", evaluation.profile.to_owned()));
@@ -317,7 +317,7 @@ impl<'a> Review<'a> {
                 let message = format!("restrictor: {subject}: {denial}");
                 response
                     .audit_annotations
-                    .push(("denied", bounded(&message, MAX_AUDIT_CHARS)));
+                    .push(("denied", truncated(message.clone(), MAX_AUDIT_CHARS)));
                 response.allowed = false;
                 response.status = Some(StatusOut {
                     code: 403,
@@ -330,11 +330,11 @@ impl<'a> Review<'a> {
                     .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
                 response.patch_type = Some("JSONPatch");
                 response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
-                response.audit_annotations.push((
-                    "changes",
-                    bounded(&summary.changes.join("; "), MAX_AUDIT_CHARS),
-                ));
+                response
+                    .audit_annotations
+                    .push(("changes", joined(&outcome.changes, MAX_AUDIT_CHARS)));
             }
+            summary.changes = outcome.changes;
         }
         let body = encode(response)?;
         Ok(Answer { body, summary })
@@ -387,34 +387,56 @@ fn display_name(object: &Value) -> String {
 }
 
 /// Changes and notes as kubectl warnings: each one short, the list bounded.
-fn bounded_warnings(changes: &[String], notes: &[String]) -> Vec<String> {
-    let all: Vec<&String> = changes.iter().chain(notes).collect();
-    let mut warnings: Vec<String> = all
+fn bounded_warnings(changes: &[Change], notes: &[String]) -> Vec<String> {
+    let lines = changes
         .iter()
+        .map(|change| change as &dyn fmt::Display)
+        .chain(notes.iter().map(|note| note as &dyn fmt::Display));
+    let total = changes.len() + notes.len();
+    let mut warnings: Vec<String> = lines
         .take(MAX_WARNINGS)
-        .map(|line| bounded(&format!("restrictor: {line}"), MAX_WARNING_CHARS))
+        .map(|line| {
+            let mut warning = String::new();
+            let _ = write!(warning, "restrictor: {line}");
+            truncated(warning, MAX_WARNING_CHARS)
+        })
         .collect();
-    if all.len() > MAX_WARNINGS {
-        let mut last = String::new();
-        let _ = write!(
-            last,
+    if total > MAX_WARNINGS {
+        warnings.push(format!(
             "restrictor: and {} more changes (see the audit log or `restrictor mutate`)",
-            all.len() - MAX_WARNINGS
-        );
-        warnings.push(last);
+            total - MAX_WARNINGS
+        ));
     }
     warnings
 }
 
-fn bounded(text: &str, max: usize) -> String {
+/// The changes joined with "; ", at most `max` bytes.
+fn joined(changes: &[Change], max: usize) -> String {
+    let mut text = String::new();
+    for change in changes {
+        if text.len() > max {
+            break;
+        }
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        let _ = write!(text, "{change}");
+    }
+    truncated(text, max)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
+fn truncated(mut text: String, max: usize) -> String {
     if text.len() <= max {
-        return text.to_owned();
+        return text;
     }
     let mut end = max.saturating_sub('…'.len_utf8());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 #[cfg(test)]

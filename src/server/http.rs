@@ -268,16 +268,16 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_nanos(total as u64))
 }
 
-/// Displays a list of changes joined with "; " without allocating.
-struct Joined<'a>(&'a [String]);
+/// Displays a list joined with "; " without building the joined string.
+struct Joined<'a, T>(&'a [T]);
 
-impl fmt::Display for Joined<'_> {
+impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.0.iter().enumerate() {
+        for (i, item) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            f.write_str(c)?;
+            write!(f, "{item}")?;
         }
         Ok(())
     }
@@ -339,6 +339,6 @@ mod tests {
     fn joined() {
         let v = vec!["a".to_owned(), "b".to_owned()];
         assert_eq!(Joined(&v).to_string(), "a; b");
-        assert_eq!(Joined(&[]).to_string(), "");
+        assert_eq!(Joined::<String>(&[]).to_string(), "");
     }
 }
