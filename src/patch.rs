@@ -84,21 +84,17 @@ pub trait Pointer {
 
 impl Pointer for Value {
     fn at(&self, pointer: &str) -> Option<&Value> {
-        if pointer.is_empty() {
-            return Some(self);
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return None;
         }
-        let rest = pointer.strip_prefix('/')?;
-        rest.split(is_separator)
-            .try_fold(self, |node, token| child(node, &unescape(token)))
+        RawTokens::of(pointer).try_fold(self, |node, token| child(node, &unescape(token)))
     }
 
     fn at_mut(&mut self, pointer: &str) -> Option<&mut Value> {
-        if pointer.is_empty() {
-            return Some(self);
+        if !pointer.is_empty() && !pointer.starts_with('/') {
+            return None;
         }
-        let rest = pointer.strip_prefix('/')?;
-        rest.split(is_separator)
-            .try_fold(self, |node, token| child_mut(node, &unescape(token)))
+        RawTokens::of(pointer).try_fold(self, |node, token| child_mut(node, &unescape(token)))
     }
 }
 
@@ -146,8 +142,9 @@ impl<'a> Editor<'a> {
     /// Sets the value at `pointer` (relative to the subtree), creating missing or non-object parents.
     /// Returns false when the value is already there (no operation recorded).
     pub fn set(&mut self, pointer: &str, value: Value) -> bool {
-        let token_count = pointer.bytes().filter(|&b| b == b'/').count();
-        let Some(parents) = token_count.checked_sub(1) else {
+        // Split once; every walk below reuses the tokens.
+        let tokens: Vec<&str> = RawTokens::of(pointer).collect();
+        let Some((leaf, parents)) = tokens.split_last() else {
             // `""` would replace the whole subtree, which no rule does.
             return false;
         };
@@ -156,35 +153,34 @@ impl<'a> Editor<'a> {
         // whole, with the rest of the path nested inside it, in one operation.
         let mut node = &*self.doc;
         let mut depth = 0;
-        for token in tokens(pointer).take(parents) {
-            match child(node, &token) {
+        for token in parents {
+            match child(node, &unescape(token)) {
                 Some(next) if next.is_object() || next.is_array() => node = next,
                 _ => break,
             }
             depth += 1;
         }
-        if depth == parents
-            && tokens(pointer).last().and_then(|leaf| child(node, &leaf)) == Some(&value)
-        {
+        if depth == parents.len() && child(node, &unescape(leaf)) == Some(&value) {
             return false;
         }
 
         let mut node = &mut *self.doc;
-        for token in tokens(pointer).take(depth) {
-            node = match child_mut(node, &token) {
+        for token in &tokens[..depth] {
+            node = match child_mut(node, &unescape(token)) {
                 Some(next) => next,
                 None => return false,
             };
         }
-        let mut missing: Vec<Cow<'_, str>> = tokens(pointer).skip(depth).collect();
-        let Some(key) = (!missing.is_empty()).then(|| missing.remove(0)) else {
-            return false;
-        };
-        let nested = missing.into_iter().rev().fold(value, |inner, token| {
-            Value::Object(Map::from_iter([(token.into_owned(), inner)]))
-        });
+        let key = unescape(tokens[depth]);
+        let nested = tokens[depth + 1..]
+            .iter()
+            .rev()
+            .fold(value, |inner, token| {
+                Value::Object(Map::from_iter([(unescape(token).into_owned(), inner)]))
+            });
         // The pointer is escaped already: the operation's path is its prefix, no re-escaping.
-        let path = format!("{}{}", self.base, prefix(pointer, depth + 1));
+        let prefix_len: usize = tokens[..=depth].iter().map(|token| token.len() + 1).sum();
+        let path = format!("{}{}", self.base, &pointer[..prefix_len]);
         let json = Json::of(&nested);
         let op = match node {
             Value::Object(map) => match map.insert(key.into_owned(), nested) {
@@ -266,26 +262,35 @@ impl<'a> Editor<'a> {
     }
 }
 
-/// The unescaped reference tokens of a pointer.
-fn tokens(pointer: &str) -> impl Iterator<Item = Cow<'_, str>> {
-    pointer.split(is_separator).skip(1).map(unescape)
+/// The reference tokens of a pointer, still escaped; none for `""`.
+///
+/// Splits on the byte `/` (ASCII, so every token stays on char boundaries): cheaper than
+/// `split('/')`, which calls `memchr` per token, or a char predicate, which decodes UTF-8 per char,
+/// and pointer walks are the engine's hottest path.
+struct RawTokens<'a>(Option<&'a str>);
+
+impl<'a> RawTokens<'a> {
+    fn of(pointer: &'a str) -> Self {
+        Self(pointer.strip_prefix('/'))
+    }
 }
 
-/// Splits pointers with a predicate rather than `'/'`: the char pattern searches with `memchr`,
-/// whose call costs more than scanning the few bytes of a token (it was the editor's top cost).
-fn is_separator(c: char) -> bool {
-    c == '/'
-}
+impl<'a> Iterator for RawTokens<'a> {
+    type Item = &'a str;
 
-/// The pointer made of the first `count` tokens of `pointer` (still escaped).
-fn prefix(pointer: &str, count: usize) -> &str {
-    // '/' is ASCII, so its byte offset is a char boundary.
-    pointer
-        .bytes()
-        .enumerate()
-        .filter(|&(_, b)| b == b'/')
-        .nth(count)
-        .map_or(pointer, |(end, _)| &pointer[..end])
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(end) => {
+                self.0 = Some(&rest[end + 1..]);
+                Some(&rest[..end])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// Whether `path` points strictly inside `parent`, by whole tokens.
@@ -450,6 +455,16 @@ mod tests {
         assert!(!editor.remove("/spec/nothing"));
         let ops = editor.into_ops();
         assert_ops_reproduce(&original, "", &doc, ops);
+    }
+
+    #[test]
+    fn pointers_split_into_escaped_tokens() {
+        let split = |pointer| RawTokens::of(pointer).collect::<Vec<_>>();
+        assert!(split("").is_empty());
+        assert_eq!(split("/"), [""]);
+        assert_eq!(split("/a/b~1c"), ["a", "b~1c"]);
+        assert_eq!(split("/a//b/"), ["a", "", "b", ""]);
+        assert_eq!(split("/ü/x"), ["ü", "x"]);
     }
 
     #[test]
