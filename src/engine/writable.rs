@@ -23,8 +23,8 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     }
 }
 
-/// Which container gets a mount for which writable path, decided on the pod as it is before any
-/// mount is added (reading only, so a pod that needs nothing costs no pointer or allocation).
+/// Which container gets a mount for which writable path, decided by reading the pod before any
+/// mount is added: a pod that needs nothing costs no pointer, name or change line.
 fn plan<'p>(m: &Mutation<'p, '_>) -> Vec<(ContainerAt, &'p WritablePath)> {
     let profile = m.profile;
     if profile.writable_paths.is_empty() {
