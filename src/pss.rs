@@ -14,7 +14,7 @@
 //! The checker runs on every admission request, mostly on pods that already comply, so that path
 //! is kept cheap: it never allocates (field paths and details are only formatted when a violation
 //! is pushed), and it reads the pod spec, each container and each `securityContext` in one pass
-//! over their members instead of one map search per field (see [`PodSpecFields`]).
+//! over their members instead of one map search per field (see `PodSpecFields`).
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;

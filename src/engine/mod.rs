@@ -1,7 +1,7 @@
 //! The rules that change a pod spec so it passes Pod Security "restricted", as pure functions.
 //!
 //! [`mutate`] lets each rule edit the parsed object's pod template in place through a
-//! [`patch::Editor`], which records the JSON Patch that makes the same edits on the original, and
+//! [`crate::patch::Editor`], which records the JSON Patch that makes the same edits on the original, and
 //! finally runs the built-in checker on the result: a matched object that would still fail
 //! `restricted` is denied, never admitted. Rules decide by reading first and format pointers,
 //! names and change lines only for what they change, since most pods arrive compliant.
