@@ -224,12 +224,16 @@ impl Mutation<'_, '_> {
     /// Whether the pod declares itself a Windows pod; Linux-only fields are then left alone, as the
     /// Pod Security Standards exempt such pods from them.
     pub fn is_windows(&self) -> bool {
-        self.spec()
-            .get("os")
-            .and_then(|os| os.get("name"))
-            .and_then(Value::as_str)
-            == Some("windows")
+        is_windows(self.spec())
     }
+}
+
+/// Whether a pod spec declares a Windows pod.
+pub(crate) fn is_windows(spec: &Value) -> bool {
+    spec.get("os")
+        .and_then(|os| os.get("name"))
+        .and_then(Value::as_str)
+        == Some("windows")
 }
 
 /// One container's position in the pod spec.

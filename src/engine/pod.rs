@@ -86,12 +86,7 @@ fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
             was("runAsNonRoot=true", context.run_as_non_root),
         ));
     }
-    let windows = spec
-        .get("os")
-        .and_then(|os| os.get("name"))
-        .and_then(Value::as_str)
-        == Some("windows");
-    if windows {
+    if super::is_windows(spec) {
         // uids, gids, seccomp and sysctls are Linux concepts; the standard exempts Windows pods.
         return edits;
     }
