@@ -67,14 +67,14 @@ fn plan<'p>(m: &Mutation<'p, '_>) -> Vec<(ContainerAt, &'p WritablePath)> {
 }
 
 fn needs_mount(container: &Value, mounts: &[&str], writable: &WritablePath) -> bool {
-    if let Some(variable) = &writable.when_env
-        && !env_is_set(container, variable)
-    {
-        return false;
-    }
     let path = writable.path.as_str();
     // A mount at the path or above it already makes the path writable (or is the admin's choice).
+    // Checked before the environment, which is longer to scan, as mutated pods have the mount.
     !mounts.iter().any(|mount| is_at_or_below(path, mount))
+        && writable
+            .when_env
+            .as_ref()
+            .is_none_or(|variable| env_is_set(container, variable))
 }
 
 /// The container's mount paths, without trailing slashes.
