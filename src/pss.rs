@@ -424,13 +424,10 @@ impl Checker<'_, '_> {
             check,
             level,
             container: Some(container.name().to_owned()),
-            // `{list}[{index}]` is `ContainerRef::path`, written in place to save formatting
-            // that path into a String of its own.
             field: field_path(format_args!(
-                "{}.{}[{}].{}",
+                "{}.{}.{}",
                 self.pod.kind.spec_path(),
-                container.list,
-                container.index,
+                container.at(),
                 suffix
             )),
             detail: detail.to_string(),

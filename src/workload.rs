@@ -3,6 +3,8 @@
 //! Everything that reads or writes a pod spec goes through [`PodTemplate::locate`], so the knowledge
 //! "a CronJob keeps its pod at `spec.jobTemplate.spec.template`" exists exactly once.
 
+use std::fmt;
+
 use serde_json::Value;
 
 /// The pod-bearing kinds restrictor understands, keyed by `apiVersion` group and `kind`.
@@ -204,9 +206,40 @@ impl<'a> ContainerRef<'a> {
             .unwrap_or("")
     }
 
-    /// Dotted path for messages: `containers[0]`.
-    pub fn path(&self) -> String {
-        format!("{}[{}]", self.list, self.index)
+    /// Where the container sits.
+    pub fn at(&self) -> ContainerAt {
+        ContainerAt {
+            list: self.list,
+            index: self.index,
+        }
+    }
+}
+
+/// Where a container sits in a pod spec: its list and its index there. Displayed as in messages,
+/// `containers[0]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerAt {
+    /// `initContainers`, `containers` or `ephemeralContainers`.
+    pub list: &'static str,
+    pub index: usize,
+}
+
+impl ContainerAt {
+    /// Pointer relative to the template holder: `/spec/containers/0`.
+    pub fn pointer(self) -> String {
+        format!("/spec/{}/{}", self.list, self.index)
+    }
+
+    /// Dotted path for messages below the pod spec at `spec_path`:
+    /// `spec.template.spec.containers[0]`.
+    pub fn field(self, spec_path: &str) -> String {
+        format!("{spec_path}.{self}")
+    }
+}
+
+impl fmt::Display for ContainerAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.list, self.index)
     }
 }
 
@@ -295,7 +328,7 @@ mod tests {
         let template = PodTemplate::locate(&pod).expect("pod");
         let paths: Vec<_> = template
             .containers()
-            .map(|c| (c.path(), c.name()))
+            .map(|c| (c.at().to_string(), c.name()))
             .collect();
         assert_eq!(
             paths,

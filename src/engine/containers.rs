@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 
 use super::pod::{is_compliant_seccomp, was};
-use super::{ContainerAt, Mutation, Scope};
+use super::{Mutation, Scope};
 use crate::policy::Action;
+use crate::workload::ContainerAt;
 
 /// The one capability the restricted level lets a container add.
 const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
@@ -17,7 +18,7 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     // security context settles them without building a pointer per field.
     let pending: Vec<ContainerAt> = crate::workload::containers(m.spec())
         .filter(|c| !is_compliant(c.container.get("securityContext"), windows, read_only_root))
-        .map(ContainerAt::from)
+        .map(|c| c.at())
         .collect();
     for container in pending {
         let scope = m.scope_of(container);

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::patch::{Editor, Op};
 use crate::policy::{Policy, Profile, Subject};
 use crate::pss;
-use crate::workload::{PodTemplate, WorkloadKind};
+use crate::workload::{ContainerAt, PodTemplate, WorkloadKind};
 
 /// The admission operation the object arrives with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl Mutation<'_, '_> {
     /// changes (most pods arrive compliant, and formatting per container dominated their cost).
     pub fn containers(&self) -> Vec<ContainerAt> {
         crate::workload::containers(self.spec())
-            .map(ContainerAt::from)
+            .map(|c| c.at())
             .collect()
     }
 
@@ -234,34 +234,6 @@ pub(crate) fn is_windows(spec: &Value) -> bool {
         .and_then(|os| os.get("name"))
         .and_then(Value::as_str)
         == Some("windows")
-}
-
-/// One container's position in the pod spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ContainerAt {
-    pub list: &'static str,
-    pub index: usize,
-}
-
-impl From<crate::workload::ContainerRef<'_>> for ContainerAt {
-    fn from(container: crate::workload::ContainerRef<'_>) -> Self {
-        Self {
-            list: container.list,
-            index: container.index,
-        }
-    }
-}
-
-impl ContainerAt {
-    /// Pointer relative to the template holder: `/spec/containers/0`.
-    pub fn pointer(self) -> String {
-        format!("/spec/{}/{}", self.list, self.index)
-    }
-
-    /// Dotted path for messages: `spec.template.spec.containers[0]`.
-    pub fn field(self, spec_path: &str) -> String {
-        format!("{spec_path}.{}[{}]", self.list, self.index)
-    }
 }
 
 /// Changes `object` in place (of `kind`, located by the caller from the admission request or the

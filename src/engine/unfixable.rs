@@ -5,10 +5,11 @@
 use crate::patch::Pointer;
 use serde_json::Value;
 
-use super::{ContainerAt, Mutation, Scope};
+use super::{Mutation, Scope};
 use crate::patch::escape;
 use crate::policy::Action;
 use crate::pss;
+use crate::workload::ContainerAt;
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 

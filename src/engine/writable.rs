@@ -4,8 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::{ContainerAt, Mutation, Scope};
+use super::{Mutation, Scope};
 use crate::policy::WritablePath;
+use crate::workload::ContainerAt;
 
 /// Prefix of the init containers restrictor adds; they are compliant as created and must not get
 /// writable mounts themselves (a mount at the seeded path would hide the very files they copy).
@@ -36,13 +37,7 @@ fn plan<'p>(m: &Mutation<'p, '_>) -> Vec<(ContainerAt, &'p WritablePath)> {
     let mut containers: Vec<(ContainerAt, &Value, Vec<&str>)> = crate::workload::containers(spec)
         // Ephemeral containers cannot bring volumes (the pod's volumes are fixed by then).
         .filter(|c| c.list != "ephemeralContainers" && !c.name().starts_with(SEED_CONTAINER_PREFIX))
-        .map(|c| {
-            (
-                ContainerAt::from(c),
-                c.container,
-                mount_paths(c.container).collect(),
-            )
-        })
+        .map(|c| (c.at(), c.container, mount_paths(c.container).collect()))
         .collect();
     let mut planned = Vec::new();
     for writable in &profile.writable_paths {
