@@ -189,15 +189,9 @@ impl ReviewTemplate {
     }
 
     fn deployment_review(object: serde_json::Value, operation: &str) -> Self {
-        let (old_object, options) = match operation {
-            "UPDATE" => (
-                object.clone(),
-                json!({"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions", "fieldManager": "kubectl-client-side-apply"}),
-            ),
-            _ => (
-                serde_json::Value::Null,
-                json!({"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}),
-            ),
+        let (old_object, options_kind) = match operation {
+            "UPDATE" => (object.clone(), "UpdateOptions"),
+            _ => (serde_json::Value::Null, "CreateOptions"),
         };
         let review = json!({
             "apiVersion": "admission.k8s.io/v1",
@@ -215,7 +209,7 @@ impl ReviewTemplate {
                 "object": object,
                 "oldObject": old_object,
                 "dryRun": false,
-                "options": options
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind, "fieldManager": "kubectl-client-side-apply"}
             }
         });
         Self::from_review(&review)
