@@ -230,27 +230,47 @@ def allow_privilege_escalation(meta, spec):  # 1.25
     return None
 
 
+def pod_or_every_container(spec, value_of, is_valid):
+    """The shape upstream's runAsNonRoot and seccompProfile checks share: a valid pod-level value
+    covers the containers that set none; an invalid value, at either level, is named.
+    Returns (who sets an invalid value, containers left unset with no valid pod value, the
+    invalid values)."""
+    setters, bad_values, pod_ok = [], set(), False
+    pod_value = value_of(pod_sc(spec))
+    if pod_value is not None:
+        if is_valid(pod_value):
+            pod_ok = True
+        else:
+            setters.append("pod")
+            bad_values.add(str(pod_value))
+    explicit, implicit = [], []
+    for c in containers(spec):
+        value = value_of(sc(c))
+        if value is None:
+            if not pod_ok:
+                implicit.append(c.get("name"))
+        elif not is_valid(value):
+            explicit.append(c.get("name"))
+            bad_values.add(str(value))
+    if explicit:
+        setters.append(f'{plural("container", "containers", len(explicit))} {quote(explicit)}')
+    return setters, implicit, sorted(bad_values)
+
+
+def unset_detail(containers_unset, requirement):
+    return f'pod or {plural("container", "containers", len(containers_unset))} {quote(containers_unset)} must set {requirement}'
+
+
 def run_as_non_root(meta, spec):  # 1.35
     if user_namespace(spec):
         return None
-    setters, pod_ok = [], False
-    if pod_sc(spec).get("runAsNonRoot") is False:
-        setters.append("pod")
-    elif pod_sc(spec).get("runAsNonRoot") is True:
-        pod_ok = True
-    explicit, implicit = [], []
-    for c in containers(spec):
-        value = sc(c).get("runAsNonRoot")
-        if value is False:
-            explicit.append(c.get("name"))
-        elif value is None and not pod_ok:
-            implicit.append(c.get("name"))
-    if explicit:
-        setters.append(f'{plural("container", "containers", len(explicit))} {quote(explicit)}')
+    setters, implicit, _ = pod_or_every_container(
+        spec, lambda ctx: ctx.get("runAsNonRoot"), lambda value: value is True
+    )
     if setters:
         return "runAsNonRoot != true", f"{' and '.join(setters)} must not set securityContext.runAsNonRoot=false"
     if implicit:
-        return "runAsNonRoot != true", f'pod or {plural("container", "containers", len(implicit))} {quote(implicit)} must set securityContext.runAsNonRoot=true'
+        return "runAsNonRoot != true", unset_detail(implicit, "securityContext.runAsNonRoot=true")
     return None
 
 
@@ -266,36 +286,22 @@ def run_as_user(meta, spec):  # 1.35
     return None
 
 
-def valid_seccomp(profile):
-    return profile.get("type") in ("RuntimeDefault", "Localhost")
+def seccomp_type(ctx):
+    # a seccompProfile without a type is an invalid one (""), not an absent one
+    profile = ctx.get("seccompProfile")
+    return None if profile is None else profile.get("type", "")
 
 
 def seccomp_profile(meta, spec):  # 1.25
     if is_windows(spec):
         return None
-    setters, bad_types, pod_ok = [], set(), False
-    pod_profile = pod_sc(spec).get("seccompProfile")
-    if pod_profile is not None:
-        if valid_seccomp(pod_profile):
-            pod_ok = True
-        else:
-            setters.append("pod")
-            bad_types.add(str(pod_profile.get("type")))
-    explicit, implicit = [], []
-    for c in containers(spec):
-        profile = sc(c).get("seccompProfile")
-        if profile is not None:
-            if not valid_seccomp(profile):
-                explicit.append(c.get("name"))
-                bad_types.add(str(profile.get("type")))
-        elif not pod_ok:
-            implicit.append(c.get("name"))
-    if explicit:
-        setters.append(f'{plural("container", "containers", len(explicit))} {quote(explicit)}')
+    setters, implicit, bad_types = pod_or_every_container(
+        spec, seccomp_type, lambda kind: kind in ("RuntimeDefault", "Localhost")
+    )
     if setters:
-        return "seccompProfile", f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to {quote(sorted(bad_types))}"
+        return "seccompProfile", f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to {quote(bad_types)}"
     if implicit:
-        return "seccompProfile", f'pod or {plural("container", "containers", len(implicit))} {quote(implicit)} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"'
+        return "seccompProfile", unset_detail(implicit, 'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"')
     return None
 
 

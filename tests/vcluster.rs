@@ -762,3 +762,174 @@ fn a_statefulset_pod_keeps_hostname_rewriting_and_passes_restricted_on_the_host(
     assert_eq!(tools.pss_restricted(&unmutated).0, 1);
     assert_eq!(restrictor_check(&unmutated).0, 1);
 }
+
+/// A pod that passes restricted, with one control broken by `breaking` (nothing for the passes).
+fn control_case(name: &str, breaking: impl FnOnce(&mut Value)) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "controls"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "x", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    });
+    breaking(&mut pod);
+    pod
+}
+
+/// The independent checker is only worth something if it fails what upstream fails: one pod per
+/// control, each must fail with upstream's reason, and restrictor's checker must fail the very
+/// same pods (and pass the same three: the base, an image volume, a user-namespace pod with UID 0).
+#[test]
+fn both_checkers_fail_each_restricted_control_and_agree_on_which_pods() {
+    let Some(tools) = Tools::find() else { return };
+    let dir = TempDir::new("vcluster-controls");
+    let c = "/spec/containers/0";
+    let sc = "/spec/containers/0/securityContext";
+    let failing: Vec<(&str, Value)> = vec![
+        (
+            "host namespaces",
+            control_case("host-network", |p| p["spec"]["hostNetwork"] = json!(true)),
+        ),
+        (
+            "privileged",
+            control_case("privileged", |p| {
+                p["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true)
+            }),
+        ),
+        (
+            "hostPort",
+            control_case("host-port", |p| {
+                p.pointer_mut(c).unwrap()["ports"] = json!([{"containerPort": 80, "hostPort": 80}])
+            }),
+        ),
+        (
+            "forbidden AppArmor profile",
+            control_case(
+                "apparmor-annotation",
+                |p| {
+                    p["metadata"]["annotations"] =
+                        json!({"container.apparmor.security.beta.kubernetes.io/c": "unconfined"})
+                },
+            ),
+        ),
+        (
+            "forbidden AppArmor profile",
+            control_case("apparmor-field", |p| {
+                p.pointer_mut(sc).unwrap()["appArmorProfile"] = json!({"type": "Unconfined"})
+            }),
+        ),
+        (
+            "seLinuxOptions",
+            control_case("selinux", |p| {
+                p.pointer_mut(sc).unwrap()["seLinuxOptions"] = json!({"type": "spc_t"})
+            }),
+        ),
+        (
+            "forbidden sysctls",
+            control_case("sysctl", |p| {
+                p["spec"]["securityContext"]["sysctls"] =
+                    json!([{"name": "kernel.msgmax", "value": "1"}])
+            }),
+        ),
+        (
+            "hostProcess",
+            control_case("host-process", |p| {
+                p.pointer_mut(sc).unwrap()["windowsOptions"] = json!({"hostProcess": true})
+            }),
+        ),
+        (
+            "probe or lifecycle host",
+            control_case("probe-host", |p| {
+                p.pointer_mut(c).unwrap()["readinessProbe"] =
+                    json!({"httpGet": {"host": "10.0.0.1", "port": 80}})
+            }),
+        ),
+        (
+            "restricted volume types",
+            control_case("nfs-volume", |p| {
+                p["spec"]["volumes"] = json!([{"name": "n", "nfs": {"server": "s", "path": "/"}}])
+            }),
+        ),
+        (
+            "allowPrivilegeEscalation != false",
+            control_case("escalation", |p| {
+                p.pointer_mut(sc).unwrap()["allowPrivilegeEscalation"] = json!(true)
+            }),
+        ),
+        (
+            "runAsNonRoot != true",
+            control_case("run-as-root", |p| {
+                p.pointer_mut(sc).unwrap()["runAsNonRoot"] = json!(false)
+            }),
+        ),
+        (
+            "runAsUser=0",
+            control_case("uid-0", |p| {
+                p.pointer_mut(sc).unwrap()["runAsUser"] = json!(0)
+            }),
+        ),
+        (
+            "seccompProfile",
+            control_case("seccomp", |p| {
+                p.pointer_mut(sc).unwrap()["seccompProfile"] = json!({"type": "Unconfined"})
+            }),
+        ),
+        (
+            "unrestricted capabilities",
+            control_case("capability", |p| {
+                p.pointer_mut(sc).unwrap()["capabilities"]["add"] = json!(["SYS_ADMIN"])
+            }),
+        ),
+        (
+            "procMount",
+            control_case("proc-mount", |p| {
+                p.pointer_mut(sc).unwrap()["procMount"] = json!("Unmasked")
+            }),
+        ),
+    ];
+    let passing = [
+        control_case("base", |_| {}),
+        control_case("image-volume", |p| {
+            p["spec"]["volumes"] = json!([{"name": "i", "image": {"reference": "x"}}])
+        }),
+        control_case("user-namespace-uid-0", |p| {
+            p["spec"]["hostUsers"] = json!(false);
+            p.pointer_mut(sc).unwrap()["runAsUser"] = json!(0);
+        }),
+    ];
+    let mut pods: Vec<Value> = failing.iter().map(|(_, pod)| pod.clone()).collect();
+    pods.extend(passing.iter().cloned());
+    let file = write_objects(&dir, "controls.yaml", &pods);
+
+    let (code, report) = tools.pss_restricted(&file);
+    assert_eq!(code, 1, "{report}");
+    let name_of = |pod: &Value| pod["metadata"]["name"].as_str().unwrap().to_owned();
+    for (reason, pod) in &failing {
+        let name = name_of(pod);
+        let line = format!("Pod controls/{name}: {reason} (");
+        assert!(
+            report.contains(&line),
+            "pss_restricted.py must report {line:?}:\n{report}"
+        );
+    }
+    let (code, restrictor_report) = restrictor_check(&file);
+    assert_eq!(code, 1, "{restrictor_report}");
+    let flagged = |report: &str| -> std::collections::BTreeSet<String> {
+        report
+            .lines()
+            .filter_map(|l| l.strip_prefix("Pod controls/"))
+            .map(|l| l.split(':').next().unwrap().to_owned())
+            .collect()
+    };
+    let expected: std::collections::BTreeSet<String> =
+        failing.iter().map(|(_, pod)| name_of(pod)).collect();
+    assert_eq!(flagged(&report), expected, "pss_restricted.py:\n{report}");
+    assert_eq!(
+        flagged(&restrictor_report),
+        expected,
+        "restrictor check:\n{restrictor_report}"
+    );
+}
