@@ -100,13 +100,21 @@ def privileged(meta, spec):
     return None
 
 
-def host_ports(meta, spec):
-    bad, ports = [], []
+def containers_using(spec, values_of):
+    """The containers for which values_of(container) is not empty, and all those values."""
+    names, values = [], []
     for c in containers(spec):
-        found = [str(p.get("hostPort")) for p in c.get("ports") or [] if p.get("hostPort")]
+        found = values_of(c)
         if found:
-            bad.append(c.get("name"))
-            ports += found
+            names.append(c.get("name"))
+            values += found
+    return names, values
+
+
+def host_ports(meta, spec):
+    bad, ports = containers_using(
+        spec, lambda c: [str(p.get("hostPort")) for p in c.get("ports") or [] if p.get("hostPort")]
+    )
     if bad:
         return "hostPort", f'{plural("container", "containers", len(bad))} {quote(bad)} {plural("uses", "use", len(bad))} {plural("hostPort", "hostPorts", len(ports))} {", ".join(ports)}'
     return None
@@ -180,21 +188,20 @@ def windows_host_process(meta, spec):
     return None
 
 
+def probe_and_lifecycle_hosts(c):
+    handlers = [c.get(p) for p in ("livenessProbe", "readinessProbe", "startupProbe")]
+    handlers += [(c.get("lifecycle") or {}).get(h) for h in ("postStart", "preStop")]
+    return [
+        (h.get(kind) or {}).get("host")
+        for h in handlers
+        if h
+        for kind in ("httpGet", "tcpSocket")
+        if (h.get(kind) or {}).get("host")
+    ]
+
+
 def host_probes_and_lifecycle(meta, spec):  # 1.34
-    bad, hosts = [], []
-    for c in containers(spec):
-        handlers = [c.get(p) for p in ("livenessProbe", "readinessProbe", "startupProbe")]
-        handlers += [(c.get("lifecycle") or {}).get(h) for h in ("postStart", "preStop")]
-        found = [
-            (h.get(kind) or {}).get("host")
-            for h in handlers
-            if h
-            for kind in ("httpGet", "tcpSocket")
-            if (h.get(kind) or {}).get("host")
-        ]
-        if found:
-            bad.append(c.get("name"))
-            hosts += found
+    bad, hosts = containers_using(spec, probe_and_lifecycle_hosts)
     if bad:
         return "probe or lifecycle host", f'{plural("container", "containers", len(bad))} {quote(bad)} {plural("uses", "use", len(bad))} {quote(sorted(set(hosts)))}'
     return None
@@ -257,21 +264,25 @@ def pod_or_every_container(spec, value_of, is_valid):
     return setters, implicit, sorted(bad_values)
 
 
-def unset_detail(containers_unset, requirement):
-    return f'pod or {plural("container", "containers", len(containers_unset))} {quote(containers_unset)} must set {requirement}'
+def pod_or_every_container_result(spec, reason, value_of, is_valid, forbidden, requirement):
+    """The result of such a check: `forbidden(bad values)` names what invalid values must not be,
+    `requirement` what a container left unset must have."""
+    setters, implicit, bad_values = pod_or_every_container(spec, value_of, is_valid)
+    if setters:
+        return reason, f"{' and '.join(setters)} must not set {forbidden(bad_values)}"
+    if implicit:
+        return reason, f'pod or {plural("container", "containers", len(implicit))} {quote(implicit)} must set {requirement}'
+    return None
 
 
 def run_as_non_root(meta, spec):  # 1.35
     if user_namespace(spec):
         return None
-    setters, implicit, _ = pod_or_every_container(
-        spec, lambda ctx: ctx.get("runAsNonRoot"), lambda value: value is True
+    return pod_or_every_container_result(
+        spec, "runAsNonRoot != true",
+        lambda ctx: ctx.get("runAsNonRoot"), lambda value: value is True,
+        lambda _: "securityContext.runAsNonRoot=false", "securityContext.runAsNonRoot=true",
     )
-    if setters:
-        return "runAsNonRoot != true", f"{' and '.join(setters)} must not set securityContext.runAsNonRoot=false"
-    if implicit:
-        return "runAsNonRoot != true", unset_detail(implicit, "securityContext.runAsNonRoot=true")
-    return None
 
 
 def run_as_user(meta, spec):  # 1.35
@@ -295,14 +306,12 @@ def seccomp_type(ctx):
 def seccomp_profile(meta, spec):  # 1.25
     if is_windows(spec):
         return None
-    setters, implicit, bad_types = pod_or_every_container(
-        spec, seccomp_type, lambda kind: kind in ("RuntimeDefault", "Localhost")
+    return pod_or_every_container_result(
+        spec, "seccompProfile",
+        seccomp_type, lambda kind: kind in ("RuntimeDefault", "Localhost"),
+        lambda bad: f"securityContext.seccompProfile.type to {quote(bad)}",
+        'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"',
     )
-    if setters:
-        return "seccompProfile", f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to {quote(bad_types)}"
-    if implicit:
-        return "seccompProfile", unset_detail(implicit, 'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"')
-    return None
 
 
 def capabilities(meta, spec):  # 1.25
