@@ -13,8 +13,8 @@ use restrictor::pss::{self, Level};
 use restrictor::workload::WorkloadKind;
 
 fn agent_deployment() -> Value {
-    let text =
-        include_str!("../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    // The README's quick-start input: the same bytes as shared/fixtures/rancher/20-import.v2.14.4.*.
+    let text = include_str!("../examples/rancher-import.yaml");
     restrictor::manifest::parse("agent", text)
         .expect("fixture")
         .into_iter()

@@ -979,10 +979,12 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
     use restrictor::pss::{Level, check_object};
     use restrictor::workload::WorkloadKind;
     init();
+    let Some(files) = support::shared_fixture_files() else {
+        return;
+    };
     let pki = Pki::new();
     let (server, _secret) = start_with(&pki, |_| {}).await;
     let mut c = h1_client(server.https, pki.client(H1)).await;
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut post = async |review: &serde_json::Value| {
         c.send.ready().await.unwrap();
         let resp = c
@@ -998,10 +1000,11 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
     };
 
     // The review a vcluster's API server sends for the agent pod (generateName, no name yet).
-    let text = std::fs::read_to_string(
-        fixtures.join("vcluster/01-cattle-cluster-agent.admissionreview.yaml"),
-    )
-    .unwrap();
+    let review_file = files
+        .iter()
+        .find(|path| path.to_string_lossy().contains("admissionreview"))
+        .expect("the vcluster/01 AdmissionReview fixture");
+    let text = std::fs::read_to_string(review_file).unwrap();
     let review = restrictor::manifest::parse("review", &text)
         .unwrap()
         .remove(0);
@@ -1021,58 +1024,52 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
 
     // Every object of every manifest fixture, CREATE, then reinvoked on the result.
     let mut denied = Vec::new();
-    for dir in ["rancher", "vcluster"] {
-        for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.to_string_lossy().contains("admissionreview") {
+    for path in files.iter().filter(|p| p != &review_file) {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (n, object) in restrictor::manifest::parse("fixture", &text)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let mut review = serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": format!("{}-{n}", path.display()),
+                            "kind": {"group": group, "version": version, "kind": kind},
+                            "namespace": namespace, "operation": "CREATE",
+                            "userInfo": {"username": "admin"}, "object": object, "dryRun": false}});
+            let answer = post(&review).await;
+            if answer["response"]["allowed"] == false {
+                assert_eq!(answer["response"]["status"]["code"], 403);
+                denied.push(
+                    answer["response"]["status"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
                 continue;
             }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (n, object) in restrictor::manifest::parse("fixture", &text)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                let api_version = object["apiVersion"].as_str().unwrap_or_default();
-                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-                let kind = object["kind"].as_str().unwrap_or_default();
-                let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-                let mut review = serde_json::json!({
-                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                    "request": {"uid": format!("{}-{n}", path.display()),
-                                "kind": {"group": group, "version": version, "kind": kind},
-                                "namespace": namespace, "operation": "CREATE",
-                                "userInfo": {"username": "admin"}, "object": object, "dryRun": false}});
-                let answer = post(&review).await;
-                if answer["response"]["allowed"] == false {
-                    assert_eq!(answer["response"]["status"]["code"], 403);
-                    denied.push(
-                        answer["response"]["status"]["message"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned(),
-                    );
-                    continue;
-                }
-                let mut result = object.clone();
-                apply_answer(&mut result, &answer);
-                if WorkloadKind::from_type(api_version, kind).is_some() {
-                    assert_eq!(
-                        check_object(&result, Level::Restricted),
-                        Some(vec![]),
-                        "{}",
-                        path.display()
-                    );
-                } else {
-                    assert_eq!(result, object, "a non-pod object was changed");
-                }
-                review["request"]["object"] = result;
-                assert!(
-                    post(&review).await["response"].get("patch").is_none(),
-                    "{}: reinvocation patched",
+            let mut result = object.clone();
+            apply_answer(&mut result, &answer);
+            if WorkloadKind::from_type(api_version, kind).is_some() {
+                assert_eq!(
+                    check_object(&result, Level::Restricted),
+                    Some(vec![]),
+                    "{}",
                     path.display()
                 );
+            } else {
+                assert_eq!(result, object, "a non-pod object was changed");
             }
+            review["request"]["object"] = result;
+            assert!(
+                post(&review).await["response"].get("patch").is_none(),
+                "{}: reinvocation patched",
+                path.display()
+            );
         }
     }
     denied.sort();
