@@ -200,30 +200,14 @@ pub async fn h2_client(
 
 /// An AdmissionReview request for a Pod, as the API server sends it.
 pub fn review_body(uid: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:vcluster:vc-team-a"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "web-", "namespace": "team-a"},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
-            },
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    }))
-    .unwrap()
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "team-a"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+    });
+    let request = admission_request::AdmissionRequest::create("pod", "team-a", pod);
+    serde_json::to_vec(&request.review(uid)).unwrap()
 }
 
 /// `POST /mutate?timeout=10s` with a JSON body, the way the API server posts a review.
@@ -256,6 +240,21 @@ pub fn assert_allowed(status: StatusCode, body: &[u8], uid: &str) {
     assert_eq!(v["kind"], "AdmissionReview");
     assert_eq!(v["response"]["uid"], uid);
     assert!(v["response"]["allowed"].is_boolean());
+}
+
+/// POSTs the review for `uid` over an HTTP/1.1 connection and checks the answer is 200 and
+/// allows that uid; returns the response headers.
+pub async fn post_allowed(
+    send: &mut http1::SendRequest<Full<Bytes>>,
+    uid: &str,
+) -> http::HeaderMap {
+    let resp = send
+        .send_request(review_request(review_body(uid)))
+        .await
+        .unwrap_or_else(|e| panic!("request {uid} lost: {e}"));
+    let (status, headers, body) = read(resp).await;
+    assert_allowed(status, &body, uid);
+    headers
 }
 
 /// A GET on the admin listener: (status, body).
