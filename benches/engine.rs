@@ -13,8 +13,8 @@ use restrictor::pss::{self, Level};
 use restrictor::workload::WorkloadKind;
 
 fn agent_deployment() -> Value {
-    let text =
-        include_str!("../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    // The README's quick-start input: the same bytes as shared/fixtures/rancher/20-import.v2.14.4.*.
+    let text = include_str!("../examples/rancher-import.yaml");
     restrictor::manifest::parse("agent", text)
         .expect("fixture")
         .into_iter()
@@ -42,21 +42,27 @@ fn review_of(object: &Value, group: &str, kind: &str) -> Vec<u8> {
     .expect("json")
 }
 
+/// The agent Deployment as restrictor admits it.
+fn mutated_agent(policy: &Policy, agent: &Value) -> Value {
+    let mut mutated = agent.clone();
+    engine::evaluate(
+        policy,
+        &mut mutated,
+        WorkloadKind::Deployment,
+        "cattle-system",
+        Context::CREATE,
+    )
+    .expect("profile");
+    mutated
+}
+
 fn benches(c: &mut Criterion) {
     let policy = Policy::builtin();
     let agent = agent_deployment();
     let bare = pod_with_containers(1);
     // The steady state: the agent pod as the ReplicaSet creates it from the mutated template.
     let compliant_agent_pod = {
-        let mut deployment = agent.clone();
-        engine::evaluate(
-            &policy,
-            &mut deployment,
-            WorkloadKind::Deployment,
-            "cattle-system",
-            Context::CREATE,
-        )
-        .expect("profile");
+        let deployment = mutated_agent(&policy, &agent);
         json!({"apiVersion": "v1", "kind": "Pod",
                "metadata": {"generateName": "cattle-cluster-agent-", "namespace": "cattle-system",
                             "labels": deployment["spec"]["template"]["metadata"]["labels"]},
@@ -104,18 +110,7 @@ fn benches(c: &mut Criterion) {
     mutate.finish();
 
     let mut check = c.benchmark_group("check");
-    let agent_mutated = {
-        let mut mutated = agent.clone();
-        engine::evaluate(
-            &policy,
-            &mut mutated,
-            WorkloadKind::Deployment,
-            "cattle-system",
-            Context::CREATE,
-        )
-        .expect("profile");
-        mutated
-    };
+    let agent_mutated = mutated_agent(&policy, &agent);
     check.bench_function("agent-deployment-unmutated", |b| {
         b.iter(|| black_box(pss::check_object(black_box(&agent), Level::Restricted)))
     });

@@ -648,8 +648,7 @@ mod tests {
 
     #[test]
     fn the_vcluster_agent_pod_review_is_answered_for_its_uid() {
-        let text =
-            include_str!("../tests/fixtures/vcluster/01-cattle-cluster-agent.admissionreview.yaml");
+        let text = include_str!("../examples/agent-pod.admissionreview.yaml");
         let review_value = crate::manifest::parse("review", text)
             .expect("yaml")
             .remove(0);

@@ -9,14 +9,14 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use base64::Engine as _;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use support::{TempDir, TestServer, read, review_body, review_request};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use support::{
+    H1, TempDir, TestServer, client_trusting, h1_handshake, read, review_body, review_request,
+    tls_connect_as,
+};
 
 const SERVICE: &str = "restrictor";
 const NAMESPACE: &str = "restrictor-system";
@@ -26,24 +26,6 @@ fn have_openssl() -> bool {
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn client_trusting(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots
-            .add(cert.expect("ca.crt is PEM"))
-            .expect("a CA certificate");
-    }
-    assert_eq!(roots.len(), 1, "ca.crt holds exactly one certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
 }
 
 /// The base64 line printed after "caBundle (base64 of ca.crt):".
@@ -117,22 +99,20 @@ async fn gen_certs_output_is_served_and_verifies_with_the_printed_ca_bundle() {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(&bundle)
         .unwrap();
-    let client = client_trusting(&decoded);
+    assert_eq!(
+        CertificateDer::pem_slice_iter(&decoded).count(),
+        1,
+        "ca.crt holds exactly one certificate"
+    );
+    let client = client_trusting(&decoded, H1);
     for sni in [
         format!("{SERVICE}.{NAMESPACE}.svc"),
         format!("{SERVICE}.{NAMESPACE}.svc.cluster.local"),
     ] {
-        let tcp = TcpStream::connect(server.https).await.unwrap();
-        let name = ServerName::try_from(sni.clone()).unwrap();
-        let tls = TlsConnector::from(client.clone())
-            .connect(name, tcp)
+        let tls = tls_connect_as(server.https, client.clone(), &sni)
             .await
             .unwrap_or_else(|e| panic!("TLS to {sni} verified against ca.crt: {e}"));
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut send = h1_handshake(tls).await;
         let resp = send
             .send_request(review_request(review_body("gen-certs-1")))
             .await
@@ -158,11 +138,8 @@ async fn gen_certs_output_is_served_and_verifies_with_the_printed_ca_bundle() {
     }
 
     // A name outside the certificate is refused: the client really verifies.
-    let tcp = TcpStream::connect(server.https).await.unwrap();
-    let wrong = ServerName::try_from("other.restrictor-system.svc").unwrap();
     assert!(
-        TlsConnector::from(client)
-            .connect(wrong, tcp)
+        tls_connect_as(server.https, client, "other.restrictor-system.svc")
             .await
             .is_err(),
         "a name not in the SANs must not verify"

@@ -2,34 +2,31 @@
 //! `tls.mode=secret` with a CA made here, start the real server with a certificate from that CA,
 //! and act as the vcluster's API server for every object of the fixtures: decide from the rendered
 //! MutatingWebhookConfiguration which entry (if any) is called — rules, namespaceSelector,
-//! objectSelector and the CEL matchConditions — send the AdmissionReview the API server would send
-//! to the Service (resolved to the loopback port) over TLS verified against the rendered caBundle,
-//! and apply the returned JSON patch.
+//! objectSelector and the CEL matchConditions (`support::webhook_routing`) — send the
+//! AdmissionReview the API server would send to the Service (resolved to the loopback port) over
+//! TLS verified against the rendered caBundle, and apply the returned JSON patch.
 //!
-//! Needs helm: `RESTRICTOR_HELM`, else `ci/.tools/bin/helm` (ci/install-k8s-tools.sh). Without
-//! it the test fails when `CI` is set and is skipped (with the reason printed) otherwise.
+//! Needs helm: `RESTRICTOR_HELM`, else `ci/.tools/bin/helm` (ci/install-k8s-tools.sh), and the
+//! fixtures in `../shared/fixtures`. Without either the test fails when `CI` is set and is skipped
+//! (with the reason printed) otherwise.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use restrictor::pss::{Level, check_object};
 use restrictor::server::{ServeConfig, TlsSource};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{TempDir, TestServer, read};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use support::admission_request::{AdmissionRequest, CLUSTER_SCOPED, labels_of};
+use support::webhook_routing::{Conditions, FailurePolicy, Webhook, parse_webhooks, route};
+use support::{H1, TempDir, TestServer, client_trusting, h1_handshake, read, tls_connect_as};
 
 const RELEASE: &str = "restrictor";
 const RELEASE_NS: &str = "restrictor-system";
@@ -38,12 +35,23 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 // ---------------------------------------------------------------------------------------------
 // helm
 
-fn helm_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RESTRICTOR_HELM") {
-        return Some(PathBuf::from(p));
+/// helm, or `None` once the reason the test is skipped is printed; under `CI` its absence fails.
+fn helm_or_skip() -> Option<PathBuf> {
+    let helm = match std::env::var_os("RESTRICTOR_HELM") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/.tools/bin/helm"),
+    };
+    if helm.exists() {
+        return Some(helm);
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/.tools/bin/helm");
-    p.exists().then_some(p)
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "helm not found (RESTRICTOR_HELM or ci/.tools/bin/helm) but CI is set: run ci/install-k8s-tools.sh"
+    );
+    eprintln!(
+        "SKIPPED: helm not found (set RESTRICTOR_HELM or run ci/install-k8s-tools.sh); set CI=1 to make this a failure"
+    );
+    None
 }
 
 fn yaml_docs(text: &str) -> Vec<Value> {
@@ -70,619 +78,305 @@ fn helm_template(helm: &Path, args: &[String]) -> Vec<Value> {
     yaml_docs(&String::from_utf8(out.stdout).unwrap())
 }
 
+/// The one MutatingWebhookConfiguration of a rendering.
+fn webhook_configuration(rendered: &[Value]) -> &Value {
+    let configs: Vec<&Value> = rendered
+        .iter()
+        .filter(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .collect();
+    assert_eq!(configs.len(), 1, "one MutatingWebhookConfiguration");
+    configs[0]
+}
+
 // ---------------------------------------------------------------------------------------------
-// A tiny CEL evaluator for exactly the expressions the chart uses. Anything else (another
-// function, operator or literal kind) makes the test fail instead of being guessed at.
+// The chart's matchConditions, evaluated as CEL on the requests they are there to tell apart
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str(String),
-    LParen,
-    RParen,
-    Dot,
-    Bang,
-    EqEq,
-    NotEq,
-    AndAnd,
-    OrOr,
-    Question,
-    Colon,
+fn deployment(namespace: &str, replicas: u64) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "web", "namespace": namespace, "labels": {"app": "web"}},
+           "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})
 }
 
-fn lex(src: &str) -> Result<Vec<Tok>, String> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut i = 0;
-    let mut out = Vec::new();
-    while i < chars.len() {
-        let c = chars[i];
-        let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '(' => (out.push(Tok::LParen), i += 1).1,
-            ')' => (out.push(Tok::RParen), i += 1).1,
-            '.' => (out.push(Tok::Dot), i += 1).1,
-            '?' => (out.push(Tok::Question), i += 1).1,
-            ':' => (out.push(Tok::Colon), i += 1).1,
-            _ if two == "==" => (out.push(Tok::EqEq), i += 2).1,
-            _ if two == "!=" => (out.push(Tok::NotEq), i += 2).1,
-            _ if two == "&&" => (out.push(Tok::AndAnd), i += 2).1,
-            _ if two == "||" => (out.push(Tok::OrOr), i += 2).1,
-            '!' => (out.push(Tok::Bang), i += 1).1,
-            '\'' | '"' => {
-                let end = chars[i + 1..]
-                    .iter()
-                    .position(|&x| x == c)
-                    .ok_or_else(|| format!("unterminated string in CEL {src:?}"))?;
-                let s: String = chars[i + 1..i + 1 + end].iter().collect();
-                if s.contains('\\') {
-                    return Err(format!("escapes in CEL strings unsupported: {src:?}"));
-                }
-                out.push(Tok::Str(s));
-                i += end + 2;
-            }
-            c if c.is_ascii_alphabetic() || c == '_' => {
-                let end = chars[i..]
-                    .iter()
-                    .position(|x| !(x.is_ascii_alphanumeric() || *x == '_'))
-                    .map_or(chars.len(), |p| i + p);
-                out.push(Tok::Ident(chars[i..end].iter().collect()));
-                i = end;
-            }
-            _ => {
-                return Err(format!(
-                    "CEL the test does not understand: {c:?} in {src:?}"
-                ));
-            }
-        }
-    }
-    Ok(out)
+/// An object that is being deleted, with one finalizer left.
+fn deleting(mut object: Value) -> Value {
+    object["metadata"]["deletionTimestamp"] = json!("2026-11-25T07:00:00Z");
+    object["metadata"]["finalizers"] = json!(["e2e/finalizer"]);
+    object
 }
 
-#[derive(Debug, Clone)]
-enum Expr {
-    Lit(Value),
-    Var(String),
-    Select(Box<Expr>, String),
-    Has(Box<Expr>, String),
-    StartsWith(Box<Expr>, Box<Expr>),
-    Not(Box<Expr>),
-    Eq(Box<Expr>, Box<Expr>, bool),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
-    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
-}
-
-struct Parser<'a> {
-    toks: Vec<Tok>,
-    pos: usize,
-    src: &'a str,
-    /// The first thing the parser did not understand.
-    error: Option<String>,
-}
-
-impl Parser<'_> {
-    /// Parses `src`, or says what in it this evaluator does not understand.
-    fn parse(src: &str) -> Result<Expr, String> {
-        let mut p = Parser {
-            toks: lex(src)?,
-            pos: 0,
-            src,
-            error: None,
-        };
-        let e = p.cond();
-        if p.pos != p.toks.len() {
-            p.fail("trailing tokens");
-        }
-        match p.error {
-            Some(e) => Err(e),
-            None => Ok(e),
+/// What each entry's matchConditions decide for each request, by entry name.
+fn condition_outcomes(
+    hooks: &[Webhook],
+    requests: &[AdmissionRequest],
+) -> BTreeMap<(String, String), Conditions> {
+    let mut outcomes = BTreeMap::new();
+    for request in requests {
+        for hook in hooks {
+            let outcome = hook.conditions(request);
+            assert!(
+                !matches!(outcome, Conditions::Error(..)),
+                "{}: a matchCondition of {} errors ({outcome:?}); the chart says they never do",
+                request.what,
+                hook.name
+            );
+            outcomes.insert((request.what.clone(), hook.name.clone()), outcome);
         }
     }
-    fn fail(&mut self, what: impl std::fmt::Display) -> Expr {
-        if self.error.is_none() {
-            self.error = Some(format!("{what} in CEL {:?}", self.src));
-        }
-        self.pos = self.toks.len();
-        Expr::Lit(Value::Null)
-    }
-    fn peek(&self) -> Option<&Tok> {
-        self.toks.get(self.pos)
-    }
-    fn eat(&mut self, t: &Tok) -> bool {
-        if self.peek() == Some(t) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-    fn expect(&mut self, t: &Tok) {
-        if !self.eat(t) {
-            self.fail(format!("expected {t:?}"));
-        }
-    }
-    fn cond(&mut self) -> Expr {
-        let c = self.or();
-        if self.eat(&Tok::Question) {
-            let a = self.cond();
-            self.expect(&Tok::Colon);
-            let b = self.cond();
-            return Expr::Cond(Box::new(c), Box::new(a), Box::new(b));
-        }
-        c
-    }
-    fn or(&mut self) -> Expr {
-        let mut e = self.and();
-        while self.eat(&Tok::OrOr) {
-            e = Expr::Or(Box::new(e), Box::new(self.and()));
-        }
-        e
-    }
-    fn and(&mut self) -> Expr {
-        let mut e = self.rel();
-        while self.eat(&Tok::AndAnd) {
-            e = Expr::And(Box::new(e), Box::new(self.rel()));
-        }
-        e
-    }
-    fn rel(&mut self) -> Expr {
-        let e = self.unary();
-        if self.eat(&Tok::EqEq) {
-            return Expr::Eq(Box::new(e), Box::new(self.unary()), true);
-        }
-        if self.eat(&Tok::NotEq) {
-            return Expr::Eq(Box::new(e), Box::new(self.unary()), false);
-        }
-        e
-    }
-    fn unary(&mut self) -> Expr {
-        if self.eat(&Tok::Bang) {
-            return Expr::Not(Box::new(self.unary()));
-        }
-        self.member()
-    }
-    fn member(&mut self) -> Expr {
-        let mut e = self.primary();
-        while self.eat(&Tok::Dot) {
-            let Some(Tok::Ident(field)) = self.peek().cloned() else {
-                return self.fail("expected a field name");
-            };
-            self.pos += 1;
-            if self.eat(&Tok::LParen) {
-                if field != "startsWith" {
-                    return self.fail(format!("CEL method the test does not understand: {field}"));
-                }
-                let arg = self.cond();
-                self.expect(&Tok::RParen);
-                e = Expr::StartsWith(Box::new(e), Box::new(arg));
-            } else {
-                e = Expr::Select(Box::new(e), field);
-            }
-        }
-        e
-    }
-    fn primary(&mut self) -> Expr {
-        match self.peek().cloned() {
-            Some(Tok::Str(s)) => {
-                self.pos += 1;
-                Expr::Lit(Value::String(s))
-            }
-            Some(Tok::LParen) => {
-                self.pos += 1;
-                let e = self.cond();
-                self.expect(&Tok::RParen);
-                e
-            }
-            Some(Tok::Ident(id)) => {
-                self.pos += 1;
-                match id.as_str() {
-                    "true" => Expr::Lit(Value::Bool(true)),
-                    "false" => Expr::Lit(Value::Bool(false)),
-                    "null" => Expr::Lit(Value::Null),
-                    "has" => {
-                        self.expect(&Tok::LParen);
-                        let Expr::Select(base, field) = self.member() else {
-                            return self.fail("has() needs a field selection");
-                        };
-                        self.expect(&Tok::RParen);
-                        Expr::Has(base, field)
-                    }
-                    "request" | "object" | "oldObject" => Expr::Var(id),
-                    _ if self.peek() == Some(&Tok::LParen) => {
-                        self.fail(format!("CEL function the test does not understand: {id}"))
-                    }
-                    _ => self.fail(format!("unknown CEL variable {id}")),
-                }
-            }
-            t => self.fail(format!("unexpected {t:?}")),
-        }
-    }
-}
-
-/// CEL evaluation: `Err` is an evaluation error (the API server then applies failurePolicy).
-/// `&&`/`||` absorb errors as CEL does (commutatively).
-fn eval(e: &Expr, env: &BTreeMap<&str, Value>) -> Result<Value, String> {
-    let boolean = |e: &Expr| -> Result<bool, String> {
-        match eval(e, env)? {
-            Value::Bool(b) => Ok(b),
-            v => Err(format!("no such overload: {v} is not a bool")),
-        }
-    };
-    match e {
-        Expr::Lit(v) => Ok(v.clone()),
-        Expr::Var(name) => Ok(env[name.as_str()].clone()),
-        Expr::Select(base, field) => match eval(base, env)? {
-            Value::Object(map) => map
-                .get(field)
-                .cloned()
-                .ok_or_else(|| format!("no such key: {field}")),
-            v => Err(format!("cannot select {field} from {v}")),
-        },
-        Expr::Has(base, field) => match eval(base, env)? {
-            Value::Object(map) => Ok(Value::Bool(map.contains_key(field))),
-            v => Err(format!("has({field}) on {v}")),
-        },
-        Expr::StartsWith(s, p) => match (eval(s, env)?, eval(p, env)?) {
-            (Value::String(s), Value::String(p)) => Ok(Value::Bool(s.starts_with(&p))),
-            (s, p) => Err(format!("no such overload: {s}.startsWith({p})")),
-        },
-        Expr::Not(x) => Ok(Value::Bool(!boolean(x)?)),
-        Expr::Eq(a, b, want) => Ok(Value::Bool((eval(a, env)? == eval(b, env)?) == *want)),
-        Expr::And(a, b) => match (boolean(a), boolean(b)) {
-            (Ok(false), _) | (_, Ok(false)) => Ok(Value::Bool(false)),
-            (Ok(true), Ok(true)) => Ok(Value::Bool(true)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        },
-        Expr::Or(a, b) => match (boolean(a), boolean(b)) {
-            (Ok(true), _) | (_, Ok(true)) => Ok(Value::Bool(true)),
-            (Ok(false), Ok(false)) => Ok(Value::Bool(false)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        },
-        Expr::Cond(c, a, b) => {
-            if boolean(c)? {
-                eval(a, env)
-            } else {
-                eval(b, env)
-            }
-        }
-    }
+    outcomes
 }
 
 #[test]
-fn the_cel_evaluator_follows_cel() {
-    let env: BTreeMap<&str, Value> = [
-        (
-            "request",
-            json!({"operation": "UPDATE", "namespace": "cattle-x"}),
+fn the_charts_match_conditions_tell_apart_what_the_chart_says() {
+    let Some(helm) = helm_or_skip() else {
+        return;
+    };
+    let pod = |namespace: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "namespace": namespace},
+               "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}})
+    };
+    let mut relabelled = deployment("team-a", 1);
+    relabelled["metadata"]["labels"]["e2e/touched"] = json!("yes");
+    let template = |image: &str| {
+        json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "namespace": "team-a"},
+               "template": {"spec": {"containers": [{"name": "c", "image": image}]}}})
+    };
+    let mut debugged = deleting(pod("team-a"));
+    debugged["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "busybox:1.36"}]);
+    let mut ephemeral = AdmissionRequest::update(
+        "ephemeral container on a deleting pod",
+        "team-a",
+        deleting(pod("team-a")),
+        debugged,
+    );
+    ephemeral.sub_resource = Some("ephemeralcontainers");
+    let requests = [
+        AdmissionRequest::create(
+            "pod in cattle-system",
+            "cattle-system",
+            pod("cattle-system"),
         ),
-        ("object", json!({"metadata": {}})),
-        ("oldObject", Value::Null),
-    ]
-    .into();
-    let run = |s: &str| eval(&Parser::parse(s).unwrap(), &env);
+        AdmissionRequest::create(
+            "pod in cattle-fleet-system",
+            "cattle-fleet-system",
+            pod("cattle-fleet-system"),
+        ),
+        AdmissionRequest::create("pod in cattle", "cattle", pod("cattle")),
+        AdmissionRequest::create("pod in team-a", "team-a", pod("team-a")),
+        AdmissionRequest::update(
+            "label update",
+            "team-a",
+            deployment("team-a", 1),
+            relabelled,
+        ),
+        AdmissionRequest::update(
+            "scale",
+            "team-a",
+            deployment("team-a", 1),
+            deployment("team-a", 3),
+        ),
+        AdmissionRequest::update("same template", "team-a", template("a:1"), template("a:1")),
+        AdmissionRequest::update("new template", "team-a", template("a:1"), template("a:2")),
+        AdmissionRequest::update(
+            "no spec, no template",
+            "team-a",
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}}),
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "labels": {"a": "b"}}}),
+        ),
+        AdmissionRequest::update(
+            "finalizer removal",
+            "team-a",
+            deleting(deployment("team-a", 1)),
+            deleting(deployment("team-a", 1)),
+        ),
+        AdmissionRequest::update(
+            "spec change while deleting",
+            "team-a",
+            deleting(deployment("team-a", 1)),
+            deleting(deployment("team-a", 3)),
+        ),
+        ephemeral,
+    ];
+    let all_true = [
+        "pod in team-a",
+        "scale",
+        "new template",
+        "no spec, no template",
+        "ephemeral container on a deleting pod",
+    ];
+
+    // Defaults: webhook.skipNoopUpdates=true, rancherNamespacePrefix=cattle-.
+    let rendered = helm_template(&helm, &[]);
+    let hooks = parse_webhooks(webhook_configuration(&rendered));
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(
-        run("request.namespace.startsWith('cattle-')"),
-        Ok(json!(true))
+        names,
+        [
+            "rancher.restrictor.dev",
+            "workloads.restrictor.dev",
+            "kube-system.restrictor.dev"
+        ]
     );
+    let outcomes = condition_outcomes(&hooks, &requests);
+    let outcome =
+        |what: &str, hook: &str| &outcomes[&(what.to_owned(), format!("{hook}.restrictor.dev"))];
+    let is_false = |name: &str| Conditions::False(name.to_owned());
+    for rancher_ns in ["pod in cattle-system", "pod in cattle-fleet-system"] {
+        assert_eq!(
+            outcome(rancher_ns, "rancher"),
+            &Conditions::AllTrue,
+            "{rancher_ns}"
+        );
+        assert_eq!(
+            outcome(rancher_ns, "workloads"),
+            &is_false("not-rancher-namespace")
+        );
+    }
     assert_eq!(
-        run("!request.namespace.startsWith('cattle-')"),
-        Ok(json!(false))
+        outcome("pod in cattle", "rancher"),
+        &is_false("rancher-namespace")
     );
-    assert!(run("request.subResource == 'x'").is_err(), "absent field");
+    assert_eq!(outcome("pod in cattle", "workloads"), &Conditions::AllTrue);
+    for what in all_true {
+        assert_eq!(outcome(what, "workloads"), &Conditions::AllTrue, "{what}");
+        assert_eq!(outcome(what, "kube-system"), &Conditions::AllTrue, "{what}");
+        assert_eq!(
+            outcome(what, "rancher"),
+            &is_false("rancher-namespace"),
+            "{what}"
+        );
+    }
+    for what in ["label update", "same template", "finalizer removal"] {
+        for hook in ["workloads", "kube-system"] {
+            assert_eq!(
+                outcome(what, hook),
+                &is_false("skip-update-without-spec-change"),
+                "{what}"
+            );
+        }
+    }
     assert_eq!(
-        run("request.subResource == 'x' || true"),
-        Ok(json!(true)),
-        "|| absorbs errors"
+        outcome("spec change while deleting", "workloads"),
+        &is_false("skip-object-being-deleted")
     );
-    assert_eq!(
-        run("has(request.subResource) && request.subResource == 'x'"),
-        Ok(json!(false))
+
+    // webhook.skipNoopUpdates=false: only the namespace split is left, kube-system has none.
+    let rendered = helm_template(
+        &helm,
+        &["--set".into(), "webhook.skipNoopUpdates=false".into()],
     );
-    assert!(run("has(oldObject.spec)").is_err(), "has() on null");
-    assert_eq!(
-        run("true && false ? 'a' : (true ? 'b' : 'c')"),
-        Ok(json!("b"))
+    let hooks = parse_webhooks(webhook_configuration(&rendered));
+    assert!(
+        hooks[2].match_conditions.is_empty(),
+        "kube-system: no matchConditions"
     );
-    for unknown in [
-        "size(object) > 1",
-        "request.name.endsWith('x')",
-        "object.spec.replicas == 1",
-        "request.namespace in ['a']",
-        "self.x",
-    ] {
-        assert!(Parser::parse(unknown).is_err(), "{unknown} must be refused");
+    let outcomes = condition_outcomes(&hooks, &requests);
+    for request in &requests {
+        let workloads = &outcomes[&(request.what.clone(), "workloads.restrictor.dev".to_owned())];
+        if request.namespace.starts_with("cattle-") {
+            assert_eq!(
+                workloads,
+                &is_false("not-rancher-namespace"),
+                "{}",
+                request.what
+            );
+        } else {
+            assert_eq!(workloads, &Conditions::AllTrue, "{}", request.what);
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// The rendered webhook configuration, and the API server's decision
+// The routing emulation itself, against the API server's documented rules
 
-struct Webhook {
-    name: String,
-    failure_policy: String,
-    timeout_seconds: u64,
-    service: (String, String, String, u16),
-    ca_pem: Vec<u8>,
-    namespace_selector: Value,
-    object_selector: Value,
-    rules: Vec<Value>,
-    match_conditions: Vec<(String, Expr)>,
-}
+const PODS: &str = "pods";
 
-fn parse_webhooks(config: &Value) -> Vec<Webhook> {
-    let hooks = config["webhooks"].as_array().expect("webhooks");
-    hooks
+/// An entry for `resource` (CREATE and UPDATE) with an objectSelector `team=a` and `conditions`
+/// (named c0, c1, …).
+fn hook(name: &str, failure_policy: &str, resource: &str, conditions: &[&str]) -> Value {
+    let conditions: Vec<Value> = conditions
         .iter()
-        .map(|h| {
-            let svc = &h["clientConfig"]["service"];
-            assert!(
-                h["clientConfig"]["url"].is_null(),
-                "the chart uses a service reference"
-            );
-            let ca_b64 = h["clientConfig"]["caBundle"]
-                .as_str()
-                .expect("caBundle rendered in secret mode");
-            assert_eq!(h["admissionReviewVersions"], json!(["v1"]));
-            assert_eq!(h["matchPolicy"], "Equivalent");
-            Webhook {
-                name: h["name"].as_str().unwrap().to_owned(),
-                failure_policy: h["failurePolicy"].as_str().unwrap().to_owned(),
-                timeout_seconds: h["timeoutSeconds"].as_u64().unwrap(),
-                service: (
-                    svc["name"].as_str().unwrap().to_owned(),
-                    svc["namespace"].as_str().unwrap().to_owned(),
-                    svc["path"].as_str().unwrap_or("/").to_owned(),
-                    svc["port"].as_u64().unwrap_or(443) as u16,
-                ),
-                ca_pem: B64.decode(ca_b64).expect("caBundle is base64"),
-                namespace_selector: h["namespaceSelector"].clone(),
-                object_selector: h["objectSelector"].clone(),
-                rules: h["rules"].as_array().unwrap().clone(),
-                match_conditions: h["matchConditions"]
-                    .as_array()
-                    .map(|mcs| {
-                        mcs.iter()
-                            .map(|mc| {
-                                let name = mc["name"].as_str().unwrap().to_owned();
-                                let expr = Parser::parse(mc["expression"].as_str().unwrap())
-                                    .unwrap_or_else(|e| {
-                                        panic!("matchCondition {name} of {}: {e}", h["name"])
-                                    });
-                                (name, expr)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
-        })
-        .collect()
+        .enumerate()
+        .map(|(i, expression)| json!({"name": format!("c{i}"), "expression": expression}))
+        .collect();
+    json!({"name": name, "failurePolicy": failure_policy, "matchConditions": conditions,
+           "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": [resource]}],
+           "objectSelector": {"matchLabels": {"team": "a"}}})
 }
 
-fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    if selector.is_null() {
-        return true;
-    }
-    if let Some(ml) = selector["matchLabels"].as_object() {
-        for (k, v) in ml {
-            if labels.get(k).map(String::as_str) != v.as_str() {
-                return false;
-            }
-        }
-    }
-    for e in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let key = e["key"].as_str().unwrap();
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let v = labels.get(key).map(String::as_str);
-        let ok = match e["operator"].as_str().unwrap() {
-            "In" => v.is_some_and(|v| values.contains(&v)),
-            "NotIn" => v.is_none_or(|v| !values.contains(&v)),
-            "Exists" => v.is_some(),
-            "DoesNotExist" => v.is_none(),
-            op => panic!("selector operator {op}"),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+/// (entries called, the condition that rejected the request, how many conditions errored).
+fn routed(hooks: Vec<Value>, request: &AdmissionRequest) -> (Vec<String>, Option<String>, usize) {
+    let hooks = parse_webhooks(&json!({ "webhooks": hooks }));
+    let routing = route(&hooks, request, &BTreeMap::new());
+    let called = routing.called.iter().map(|h| h.name.clone()).collect();
+    let rejected = routing.rejection().map(|e| e.condition.clone());
+    (called, rejected, routing.condition_errors.len())
 }
 
-fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj["metadata"]["labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn list_has(list: &Value, item: &str) -> bool {
-    list.as_array()
-        .is_some_and(|l| l.iter().any(|x| x == "*" || x == item))
-}
-
-/// (group, version, resource) of a kind, as the API server's REST mapping names it.
-fn gvr(obj: &Value) -> (String, String, String) {
-    let api_version = obj["apiVersion"].as_str().unwrap_or("v1");
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let resource = match kind {
-        "PodSecurityPolicy" => "podsecuritypolicies".to_owned(),
-        "NetworkPolicy" => "networkpolicies".to_owned(),
-        "PriorityClass" => "priorityclasses".to_owned(),
-        k if k.ends_with('s') => format!("{}es", k.to_lowercase()),
-        k if k.ends_with('y') => format!("{}ies", &k.to_lowercase()[..k.len() - 1]),
-        k => format!("{}s", k.to_lowercase()),
+#[test]
+fn routing_follows_the_api_servers_rules_for_selectors_and_condition_errors() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"team": "a"}}, "spec": {}});
+    let create = AdmissionRequest::create("pod", "apps", pod.clone());
+    let absent = "object.metadata.nope == 'x'";
+    let absorbed = format!("{absent} || true");
+    let rejected = |called: &[&str]| {
+        let called = called.iter().map(|c| c.to_string()).collect();
+        (called, Some("c0".to_owned()), 1)
     };
-    (group.to_owned(), version.to_owned(), resource)
-}
-
-const CLUSTER_SCOPED: &[&str] = &[
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "PriorityClass",
-    "CustomResourceDefinition",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-    "APIService",
-    "StorageClass",
-    "PersistentVolume",
-    "Node",
-];
-
-/// One admission request the API server is about to make.
-#[derive(Clone)]
-struct Request {
-    what: String,
-    operation: &'static str,
-    namespace: String,
-    object: Value,
-    old_object: Option<Value>,
-    sub_resource: Option<&'static str>,
-}
-
-impl Request {
-    fn create(what: impl Into<String>, namespace: &str, object: Value) -> Self {
-        Self {
-            what: what.into(),
-            operation: "CREATE",
-            namespace: namespace.to_owned(),
-            object,
-            old_object: None,
-            sub_resource: None,
-        }
-    }
-
-    fn update(what: impl Into<String>, namespace: &str, old: Value, new: Value) -> Self {
-        Self {
-            what: what.into(),
-            operation: "UPDATE",
-            namespace: namespace.to_owned(),
-            object: new,
-            old_object: Some(old),
-            sub_resource: None,
-        }
-    }
-
-    /// The AdmissionReview v1 the API server sends (tests/fixtures/vcluster/01-*.yaml).
-    fn review(&self, uid: &str) -> Value {
-        let (group, version, resource) = gvr(&self.object);
-        let kind = json!({"group": group, "version": version, "kind": self.object["kind"]});
-        let res = json!({"group": group, "version": version, "resource": resource});
-        let mut req = json!({
-            "uid": uid,
-            "kind": kind,
-            "resource": res,
-            "requestKind": kind,
-            "requestResource": res,
-            "namespace": self.namespace,
-            "operation": self.operation,
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "uid": "e2b4c6d8-0f1a-4b3c-8d5e-7f9a1b3c5d7e",
-                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
-            },
-            "object": self.object,
-            "oldObject": self.old_object.clone().unwrap_or(Value::Null),
-            "dryRun": false,
-            "options": {
-                "apiVersion": "meta.k8s.io/v1",
-                "kind": if self.operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" },
-            },
-        });
-        if let Some(sub) = self.sub_resource {
-            req["subResource"] = json!(sub);
-            req["requestSubResource"] = json!(sub);
-        }
-        if let Some(name) = self.object["metadata"]["name"].as_str() {
-            req["name"] = json!(name);
-        }
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
-    }
-}
-
-/// What the API server does with a request: which entry it calls, if any.
-fn route<'a>(
-    hooks: &'a [Webhook],
-    req: &Request,
-    ns_labels: &BTreeMap<String, String>,
-) -> Option<&'a Webhook> {
-    let (group, version, resource) = gvr(&req.object);
-    let resource = match req.sub_resource {
-        Some(sub) => format!("{resource}/{sub}"),
-        None => resource,
+    let called = |called: &[&str]| (called.iter().map(|c| c.to_string()).collect(), None, 0);
+    let ok = || {
+        hook(
+            "ok",
+            "Fail",
+            PODS,
+            &["request.namespace == 'apps'", "oldObject == null"],
+        )
     };
-    let kind = req.object["kind"].as_str().unwrap_or_default();
-    if CLUSTER_SCOPED.contains(&kind) {
-        // every rule of the chart is `scope: Namespaced`
-        return None;
+    let failing = || hook("f", "Fail", PODS, &[absent]);
+    for (hooks, want) in [
+        // An error rejects under Fail and skips under Ignore; a false condition wins over it.
+        (vec![failing()], rejected(&[])),
+        (
+            vec![hook("i", "Ignore", PODS, &[absent])],
+            (vec![], None, 1),
+        ),
+        (
+            vec![hook("f", "Fail", PODS, &[absent, "false"])],
+            called(&[]),
+        ),
+        // A result that is not a bool is an error; `||` absorbs an error, as CEL does.
+        (vec![hook("f", "Fail", PODS, &["'yes'"])], rejected(&[])),
+        (vec![hook("f", "Fail", PODS, &[&absorbed])], called(&["f"])),
+        // Entries are called in order until a rejection.
+        (vec![ok(), failing()], rejected(&["ok"])),
+        (vec![failing(), ok()], rejected(&[])),
+    ] {
+        let names: Vec<String> = hooks.iter().map(|h| h["name"].to_string()).collect();
+        assert_eq!(routed(hooks, &create), want, "{names:?}");
     }
-    let review = req.review("routing");
-    let env: BTreeMap<&str, Value> = [
-        ("request", review["request"].clone()),
-        ("object", req.object.clone()),
-        ("oldObject", req.old_object.clone().unwrap_or(Value::Null)),
-    ]
-    .into();
-    let mut called: Vec<&Webhook> = Vec::new();
-    for h in hooks {
-        let rule_matches = h.rules.iter().any(|r| {
-            list_has(&r["operations"], req.operation)
-                && list_has(&r["apiGroups"], &group)
-                && list_has(&r["apiVersions"], &version)
-                && list_has(&r["resources"], &resource)
-                && r["scope"]
-                    .as_str()
-                    .is_none_or(|s| s == "*" || s == "Namespaced")
-        });
-        if !rule_matches || !selector_matches(&h.namespace_selector, ns_labels) {
-            continue;
-        }
-        // For UPDATE the API server matches the object selector on the new or the old object.
-        let object_ok = selector_matches(&h.object_selector, &labels_of(&req.object))
-            || req
-                .old_object
-                .as_ref()
-                .is_some_and(|o| selector_matches(&h.object_selector, &labels_of(o)));
-        if !object_ok {
-            continue;
-        }
-        let mut all = true;
-        for (name, expr) in &h.match_conditions {
-            match eval(expr, &env) {
-                Ok(Value::Bool(b)) => all &= b,
-                other => panic!(
-                    "{}: matchCondition {name} of {} does not evaluate to a bool ({other:?}): the API server would apply failurePolicy {}",
-                    req.what, h.name, h.failure_policy
-                ),
-            }
-        }
-        if all {
-            called.push(h);
-        }
-    }
-    assert!(
-        called.len() <= 1,
-        "{}: called by {} entries (each request must be sent once)",
-        req.what,
-        called.len()
-    );
-    called.pop()
+
+    // objectSelector: the old or the new object; a subresource needs its own rule.
+    let mut unlabelled = pod.clone();
+    unlabelled["metadata"]["labels"] = json!({});
+    let relabel = AdmissionRequest::update("relabel", "apps", pod.clone(), unlabelled.clone());
+    let plain = || hook("plain", "Fail", PODS, &[]);
+    assert_eq!(routed(vec![plain()], &relabel), called(&["plain"]));
+    let unlabelled = AdmissionRequest::create("unlabelled", "apps", unlabelled);
+    assert_eq!(routed(vec![plain()], &unlabelled), called(&[]));
+    let mut debug = AdmissionRequest::update("debug", "apps", pod.clone(), pod);
+    debug.sub_resource = Some("ephemeralcontainers");
+    assert_eq!(routed(vec![plain()], &debug), called(&[]));
+    let subresources = hook("sub", "Fail", "pods/*", &[]);
+    assert_eq!(routed(vec![subresources], &debug), called(&["sub"]));
 }
 
+#[test]
+#[should_panic(expected = "undeclared variable namespaceObject")]
+fn a_webhook_match_condition_has_no_namespace_object() {
+    let config = json!({"webhooks": [{"name": "w", "matchConditions": [
+        {"name": "ns", "expression": "namespaceObject.metadata.name == 'apps'"}]}]});
+    parse_webhooks(&config);
+}
 // ---------------------------------------------------------------------------------------------
 // The API server's HTTPS client, with the Service resolved to the loopback server
 
@@ -700,44 +394,33 @@ struct Answer {
 }
 
 impl ApiServerClient {
-    async fn call(&mut self, hook: &Webhook, req: &Request, uid: &str) -> Answer {
-        let (svc, ns, path, port) = &hook.service;
-        let host = format!("{svc}.{ns}.svc");
-        let key = format!("{host}:{port}");
+    async fn call(&mut self, hook: &Webhook, req: &AdmissionRequest, uid: &str) -> Answer {
+        let service = hook.service.as_ref().expect("the chart calls a Service");
+        let host = format!("{}.{}.svc", service.name, service.namespace);
+        let key = format!("{host}:{}", service.port);
         let mut reusable = false;
         if let Some(send) = self.conns.get_mut(&key) {
             reusable = !send.is_closed() && send.ready().await.is_ok();
         }
         if !reusable {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&hook.ca_pem) {
-                roots.add(cert.unwrap()).unwrap();
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let tcp = TcpStream::connect(self.https).await.unwrap();
-            let stream = TlsConnector::from(Arc::new(tls))
-                .connect(ServerName::try_from(host.clone()).unwrap(), tcp)
+            let ca_bundle = hook.ca_bundle.as_deref().expect("caBundle rendered");
+            let stream = tls_connect_as(self.https, client_trusting(ca_bundle, H1), &host)
                 .await
                 .unwrap_or_else(|e| panic!("TLS to {host} verified against the caBundle: {e}"));
-            let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-            tokio::spawn(conn);
-            self.conns.insert(key.clone(), send);
+            self.conns.insert(key.clone(), h1_handshake(stream).await);
             self.connections_opened += 1;
         }
         let send = self.conns.get_mut(&key).unwrap();
         let body = serde_json::to_vec(&req.review(uid)).unwrap();
-        let http_req = http::Request::post(format!("{path}?timeout={}s", hook.timeout_seconds))
-            .header("host", &key)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, */*")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+        let http_req = http::Request::post(format!(
+            "{}?timeout={}s",
+            service.path, hook.timeout_seconds
+        ))
+        .header("host", &key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, */*")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
         let (status, _, body) = read(send.send_request(http_req).await.unwrap()).await;
         assert_eq!(
             status,
@@ -826,28 +509,19 @@ fn pod_from(workload: &Value) -> Option<Value> {
     Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}))
 }
 
-fn fixture_objects(dir: &str) -> Vec<(String, Value)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir);
-    let mut files: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no fixtures in {}", root.display());
+/// Every document of every fixture, named `group/file.yaml#index`, or `None` when skipped.
+fn fixture_objects() -> Option<Vec<(String, Value)>> {
     let mut out = Vec::new();
-    for f in files {
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        for (i, doc) in yaml_docs(&std::fs::read_to_string(&f).unwrap())
+    for path in support::shared_fixture_files()? {
+        let name = support::fixture_name(&path);
+        for (i, doc) in yaml_docs(&std::fs::read_to_string(&path).unwrap())
             .into_iter()
             .enumerate()
         {
-            out.push((format!("{dir}/{name}#{i}"), doc));
+            out.push((format!("{name}#{i}"), doc));
         }
     }
-    out
+    Some(out)
 }
 
 fn describe(obj: &Value) -> String {
@@ -888,15 +562,10 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_server() {
-    let Some(helm) = helm_binary().filter(|p| p.exists()) else {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "helm not found (RESTRICTOR_HELM or ci/.tools/bin/helm) but CI is set: run ci/install-k8s-tools.sh"
-            );
-        }
-        eprintln!(
-            "SKIPPED: helm not found (set RESTRICTOR_HELM or run ci/install-k8s-tools.sh); set CI=1 to make this a failure"
-        );
+    let Some(helm) = helm_or_skip() else {
+        return;
+    };
+    let Some(fixtures) = fixture_objects() else {
         return;
     };
 
@@ -933,28 +602,43 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             format!("tls.caBundle={ca_b64}"),
         ],
     );
-    let configs: Vec<&Value> = rendered
-        .iter()
-        .filter(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .collect();
-    assert_eq!(configs.len(), 1, "one MutatingWebhookConfiguration");
-    let hooks: Vec<Webhook> = configs.iter().flat_map(|c| parse_webhooks(c)).collect();
+    let config = webhook_configuration(&rendered);
+    for h in config["webhooks"].as_array().expect("webhooks") {
+        assert!(
+            h["clientConfig"]["url"].is_null(),
+            "the chart uses a service reference"
+        );
+        assert_eq!(h["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(h["matchPolicy"], "Equivalent");
+    }
+    let hooks = parse_webhooks(config);
     assert!(
         hooks.len() >= 3,
         "rancher, workloads and kube-system entries"
     );
+    let service_of = |h: &Webhook| {
+        h.service
+            .clone()
+            .expect("the chart uses a service reference")
+    };
     let service = rendered
         .iter()
-        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == hooks[0].service.0.as_str())
+        .find(|d| {
+            d["kind"] == "Service" && d["metadata"]["name"] == service_of(&hooks[0]).name.as_str()
+        })
         .expect("the Service the webhooks call is rendered");
     for h in &hooks {
-        assert_eq!(h.service.1, RELEASE_NS);
-        assert_eq!(h.ca_pem, ca.pem().as_bytes(), "caBundle is tls.caBundle");
+        assert_eq!(service_of(h).namespace, RELEASE_NS);
+        assert_eq!(
+            h.ca_bundle.as_deref(),
+            Some(ca.pem().as_bytes()),
+            "caBundle is tls.caBundle"
+        );
         let port = service["spec"]["ports"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|p| p["port"] == h.service.3)
+            .find(|p| p["port"] == service_of(h).port)
             .expect("the webhook's port is a Service port");
         assert_eq!(
             port["targetPort"], "https",
@@ -987,42 +671,40 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
 
     // The API server's namespaces: every namespace carries kubernetes.io/metadata.name, plus the
     // labels a fixture's Namespace object gives it.
-    let mut requests: Vec<Request> = Vec::new();
+    let mut requests: Vec<AdmissionRequest> = Vec::new();
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut fixture_review: Option<Value> = None;
-    for dir in ["rancher", "vcluster"] {
-        for (what, doc) in fixture_objects(dir) {
-            let obj = if doc["kind"] == "AdmissionReview" {
-                fixture_review = Some(doc.clone());
-                doc["request"]["object"].clone()
-            } else {
-                doc
-            };
-            let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-            if kind == "Namespace" {
-                let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
-                namespaces.entry(name).or_default().extend(labels_of(&obj));
-            }
-            let ns = if CLUSTER_SCOPED.contains(&kind.as_str()) {
-                String::new()
-            } else {
-                obj["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_owned()
-            };
-            requests.push(Request::create(
-                format!("{what} {}", describe(&obj)),
-                &ns,
-                obj,
-            ));
+    for (what, doc) in fixtures {
+        let obj = if doc["kind"] == "AdmissionReview" {
+            fixture_review = Some(doc.clone());
+            doc["request"]["object"].clone()
+        } else {
+            doc
+        };
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        if kind == "Namespace" {
+            let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+            namespaces.entry(name).or_default().extend(labels_of(&obj));
         }
+        let ns = if CLUSTER_SCOPED.contains(&kind.as_str()) {
+            String::new()
+        } else {
+            obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
+        };
+        requests.push(AdmissionRequest::create(
+            format!("{what} {}", describe(&obj)),
+            &ns,
+            obj,
+        ));
     }
     // The release namespace: restrictor's own objects, and worse ones, are never sent.
-    let mut release_ns_requests: Vec<Request> = rendered
+    let mut release_ns_requests: Vec<AdmissionRequest> = rendered
         .iter()
         .filter(|d| d["metadata"]["namespace"] == RELEASE_NS)
-        .map(|d| Request::create(format!("chart {}", describe(d)), RELEASE_NS, d.clone()))
+        .map(|d| AdmissionRequest::create(format!("chart {}", describe(d)), RELEASE_NS, d.clone()))
         .collect();
     let agent = requests
         .iter()
@@ -1032,14 +714,14 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
         .clone();
     let mut agent_here = agent.clone();
     agent_here["metadata"]["namespace"] = json!(RELEASE_NS);
-    release_ns_requests.push(Request::create(
+    release_ns_requests.push(AdmissionRequest::create(
         "agent Deployment in the release namespace",
         RELEASE_NS,
         agent_here.clone(),
     ));
     let mut host_pod = pod_from(&agent_here).unwrap();
     host_pod["spec"]["hostNetwork"] = json!(true);
-    release_ns_requests.push(Request::create(
+    release_ns_requests.push(AdmissionRequest::create(
         "hostNetwork pod in the release namespace",
         RELEASE_NS,
         host_pod,
@@ -1049,7 +731,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
     // An ordinary namespace (the workloads entry, webhook.failurePolicy = Fail by default).
     let mut agent_elsewhere = agent.clone();
     agent_elsewhere["metadata"]["namespace"] = json!("team-a");
-    requests.push(Request::create(
+    requests.push(AdmissionRequest::create(
         "agent Deployment in team-a",
         "team-a",
         agent_elsewhere,
@@ -1061,7 +743,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
         "legacy".into(),
         [("restrictor.dev/ignore".to_owned(), "true".to_owned())].into(),
     );
-    requests.push(Request::create(
+    requests.push(AdmissionRequest::create(
         "agent Deployment in the opted-out namespace legacy",
         "legacy",
         agent_opted_out,
@@ -1087,7 +769,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             "template": {"metadata": {"labels": labels}, "spec": coredns["spec"]},
         },
     });
-    requests.push(Request::create(
+    requests.push(AdmissionRequest::create(
         "kube-system Deployment coredns",
         "kube-system",
         coredns_deployment,
@@ -1101,7 +783,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
 
     // The fixture review and the review this test builds for the same pod have the same shape.
     let fixture_review = fixture_review.expect("vcluster/01 AdmissionReview fixture");
-    let built = Request::create(
+    let built = AdmissionRequest::create(
         "agent pod",
         "cattle-system",
         fixture_review["request"]["object"].clone(),
@@ -1129,12 +811,25 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
 
     let mut tally = Tally::default();
     let mut uid = 0u32;
-    let mut queue: std::collections::VecDeque<(Request, u8)> =
+    let mut queue: std::collections::VecDeque<(AdmissionRequest, u8)> =
         requests.into_iter().map(|r| (r, 0)).collect();
     while let Some((req, depth)) = queue.pop_front() {
         uid += 1;
         let ns_labels = namespaces.get(&req.namespace).cloned().unwrap_or_default();
-        let hook = route(&hooks, &req, &ns_labels);
+        let routing = route(&hooks, &req, &ns_labels);
+        assert!(
+            routing.condition_errors.is_empty(),
+            "{}: a matchCondition errors, so the API server applies failurePolicy: {:?}",
+            req.what,
+            routing.condition_errors
+        );
+        assert!(
+            routing.called.len() <= 1,
+            "{}: called by {} entries (each request must be sent once)",
+            req.what,
+            routing.called.len()
+        );
+        let hook = routing.called.first().copied();
         if req.namespace == RELEASE_NS {
             tally.release_namespace_checked += 1;
             assert!(
@@ -1170,7 +865,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             .by_namespace_policy
             .entry(req.namespace.clone())
             .or_default()
-            .insert(hook.failure_policy.clone());
+            .insert(hook.failure_policy.as_str().to_owned());
         let answer = client.call(hook, &req, &format!("uid-{uid}")).await;
         if needs_host(&req.object) {
             tally.expected_denied.insert(req.what.clone());
@@ -1187,7 +882,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
                 && let Some(pod) = pod_from(&req.object)
             {
                 queue.push_back((
-                    Request::create(format!("pod of {}", req.what), &req.namespace, pod),
+                    AdmissionRequest::create(format!("pod of {}", req.what), &req.namespace, pod),
                     1,
                 ));
             }
@@ -1203,7 +898,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             );
         }
         if req.namespace == "kube-system" {
-            assert_eq!(hook.failure_policy, "Ignore");
+            assert_eq!(hook.failure_policy, FailurePolicy::Ignore);
             tally.kube_system_handled += 1;
         }
         // Every admitted pod or template restrictor handled passes restricted.
@@ -1226,14 +921,14 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             // the controller creates pods from the stored (mutated) template...
             if let Some(pod) = pod_from(&answer.patched) {
                 queue.push_back((
-                    Request::create(format!("pod of {}", req.what), &req.namespace, pod),
+                    AdmissionRequest::create(format!("pod of {}", req.what), &req.namespace, pod),
                     1,
                 ));
             }
             // ...and from the template as it was, as for a workload created before restrictor.
             if let Some(pod) = pod_from(obj) {
                 queue.push_back((
-                    Request::create(
+                    AdmissionRequest::create(
                         format!("pod of unmutated {}", req.what),
                         &req.namespace,
                         pod,
@@ -1245,7 +940,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             let mut relabelled = answer.patched.clone();
             relabelled["metadata"]["labels"]["e2e/touched"] = json!("yes");
             queue.push_back((
-                Request::update(
+                AdmissionRequest::update(
                     format!("label update of {}", req.what),
                     &req.namespace,
                     answer.patched.clone(),
@@ -1260,7 +955,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             deleting["metadata"]["finalizers"] = json!(["e2e/finalizer"]);
             finalized["metadata"]["finalizers"] = json!([]);
             queue.push_back((
-                Request::update(
+                AdmissionRequest::update(
                     format!("finalizer removal of {}", req.what),
                     &req.namespace,
                     deleting,
@@ -1274,7 +969,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
                 restarted["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
                     json!("2026-11-25T07:00:00Z");
                 queue.push_back((
-                    Request::update(
+                    AdmissionRequest::update(
                         format!("rollout restart of unmutated {}", req.what),
                         &req.namespace,
                         obj.clone(),
@@ -1291,7 +986,7 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             new["spec"]["ephemeralContainers"] = json!([{
                 "name": "debugger", "image": "busybox:1.36", "targetContainerName": "cluster-register",
             }]);
-            let mut r = Request::update(
+            let mut r = AdmissionRequest::update(
                 format!("ephemeral container on {}", req.what),
                 &req.namespace,
                 old,
@@ -1303,7 +998,11 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
             let mut opted_out = obj.clone();
             opted_out["metadata"]["labels"]["restrictor.dev/ignore"] = json!("true");
             queue.push_back((
-                Request::create(format!("opted-out {}", req.what), &req.namespace, opted_out),
+                AdmissionRequest::create(
+                    format!("opted-out {}", req.what),
+                    &req.namespace,
+                    opted_out,
+                ),
                 1,
             ));
         }

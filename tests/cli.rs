@@ -1,5 +1,7 @@
 //! The offline CLI driven as an admin would: on every fixture, through the built binary.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -12,24 +14,15 @@ fn restrictor(args: &[&str]) -> Output {
         .expect("restrictor runs")
 }
 
-fn fixtures() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for dir in ["tests/fixtures/rancher", "tests/fixtures/vcluster"] {
-        for entry in
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).expect("fixtures")
-        {
-            let path = entry.expect("entry").path();
-            // The AdmissionReview is a request, not a manifest: the server tests use it.
-            if path.extension().is_some_and(|e| e == "yaml")
-                && !path.to_string_lossy().contains("admissionreview")
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+/// Every manifest fixture (the AdmissionReview is a request, not a manifest: the server tests use
+/// it), or `None` when ../shared is absent.
+fn manifest_fixtures() -> Option<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = support::shared_fixture_files()?
+        .into_iter()
+        .filter(|path| !path.to_string_lossy().contains("admissionreview"))
+        .collect();
     assert!(files.len() >= 17, "fixtures missing: {files:?}");
-    files
+    Some(files)
 }
 
 fn objects(text: &str) -> Vec<Value> {
@@ -57,7 +50,10 @@ fn expected_denials(file: &str) -> Vec<&'static str> {
 
 #[test]
 fn every_fixture_is_admitted_compliant_or_denied_precisely() {
-    for file in fixtures() {
+    let Some(files) = manifest_fixtures() else {
+        return;
+    };
+    for file in files {
         let name = file.display().to_string();
         let output = restrictor(&["mutate", &name]);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -134,8 +130,11 @@ fn every_fixture_is_admitted_compliant_or_denied_precisely() {
 
 #[test]
 fn unmutated_fixtures_fail_the_checker_as_their_readme_says() {
-    let agent = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    let Some(agent) =
+        support::shared_fixture("rancher/20-import.v2.14.4.url-render.ca-checksum.yaml")
+    else {
+        return;
+    };
     let output = restrictor(&["check", &agent.display().to_string()]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -217,8 +216,7 @@ fn bad_input_and_bad_policy_exit_2_with_a_clear_message() {
         "policy.yaml",
         b"profiles:\n  restricted:\n    fsGroup: 0\nrules:\n- {name: all, profile: restricted}\n",
     );
-    let agent = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vcluster/02-cattle-cluster-agent.virtual-pod.unmutated.yaml");
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rancher-import.yaml");
     let output = restrictor(&[
         "mutate",
         "--policy",

@@ -5,8 +5,10 @@
 //! Inputs for bugs not fixed yet live in `fuzz/regressions/<target>/open/` and are replayed by an
 //! ignored test each (`cargo test --test fuzz_regressions -- --ignored`), named after the bug.
 //!
-//! `write_seed_corpus` (ignored) writes the fuzzers' seed corpus from `tests/fixtures`; see
+//! `write_seed_corpus` (ignored) writes the fuzzers' seed corpus from `../shared/fixtures`; see
 //! `fuzz/README.md`.
+
+mod support;
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
@@ -74,25 +76,25 @@ fn engine_inputs_replay_cleanly() {
     assert!(count >= 10, "only {count} engine inputs");
 }
 
-/// Writes the seed corpus the fuzzers start from: every object of `tests/fixtures` as JSON for the
-/// engine, and AdmissionReviews wrapping each pod-bearing one for the admission handler.
+/// Writes the seed corpus the fuzzers start from: every object of `../shared/fixtures` as JSON for
+/// the engine, and AdmissionReviews wrapping each pod-bearing one for the admission handler.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand (see fuzz/README.md)"]
 fn write_seed_corpus() {
-    let fixtures = root().join("tests/fixtures");
+    let Some(files) = support::shared_fixture_files() else {
+        return;
+    };
     let mut objects = Vec::new();
-    for group in ["rancher", "vcluster"] {
-        for path in inputs(&fixtures.join(group)) {
-            let text = std::fs::read_to_string(&path).expect("fixture");
-            let parsed = restrictor::manifest::parse(&path.display().to_string(), &text)
-                .expect("fixture parses");
-            for object in parsed {
-                // The AdmissionReview fixture contributes its object.
-                if object["kind"] == "AdmissionReview" {
-                    objects.push(object["request"]["object"].clone());
-                }
-                objects.push(object);
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        let parsed = restrictor::manifest::parse(&path.display().to_string(), &text)
+            .expect("fixture parses");
+        for object in parsed {
+            // The AdmissionReview fixture contributes its object.
+            if object["kind"] == "AdmissionReview" {
+                objects.push(object["request"]["object"].clone());
             }
+            objects.push(object);
         }
     }
     let corpus = root().join("fuzz/corpus");

@@ -26,6 +26,15 @@ fn runtimes() -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
     (server, client)
 }
 
+/// The crypto provider installed, certificates in a scratch directory (removed on drop), and the
+/// agent Deployment's review.
+fn certificates_and_review(label: &str) -> (TempDir, Pki, Arc<ReviewTemplate>) {
+    restrictor::server::install_crypto_provider();
+    let tmp = TempDir::new(label);
+    let pki = Pki::generate(tmp.path());
+    (tmp, pki, Arc::new(ReviewTemplate::rancher_agent()))
+}
+
 #[test]
 fn ceiling_parses_the_review_and_echoes_the_uid() {
     let review = ReviewTemplate::rancher_agent();
@@ -53,10 +62,7 @@ fn ceiling_parses_the_review_and_echoes_the_uid() {
 
 #[test]
 fn both_servers_answer_every_request_over_http1_and_http2() {
-    restrictor::server::install_crypto_provider();
-    let tmp = TempDir::new("load-smoke");
-    let pki = Pki::generate(tmp.path());
-    let review = Arc::new(ReviewTemplate::rancher_agent());
+    let (_tmp, pki, review) = certificates_and_review("load-smoke");
     let (server_rt, client_rt) = runtimes();
     let ceiling = InProcess::start(&server_rt, &pki, driver::ceiling_review);
     let real = InProcess::start(&server_rt, &pki, restrictor::admission::review);
@@ -89,10 +95,7 @@ fn both_servers_answer_every_request_over_http1_and_http2() {
 
 #[test]
 fn the_binary_gets_ready_and_reports_its_peak_rss() {
-    restrictor::server::install_crypto_provider();
-    let tmp = TempDir::new("load-smoke-process");
-    let pki = Pki::generate(tmp.path());
-    let review = Arc::new(ReviewTemplate::rancher_agent());
+    let (_tmp, pki, review) = certificates_and_review("load-smoke-process");
     let (_server_rt, client_rt) = runtimes();
     let mut p = Process::spawn(Path::new(env!("CARGO_BIN_EXE_restrictor")), &pki);
     assert!(

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,22 +21,44 @@ fn init() {
     restrictor::server::install_crypto_provider();
 }
 
-#[tokio::test]
-async fn many_reviews_over_one_kept_alive_http1_connection() {
+/// Waits until the server closes `stream` (end of stream or a reset), failing after `within`.
+async fn closed_by_server(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+    what: &str,
+) {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(within, stream.read(&mut buf))
+        .await
+        .expect(what)
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{what}: data instead of a close");
+}
+
+/// A policy file holding the built-in policy, in a directory removed on drop.
+fn builtin_policy_file(label: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(label);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, restrictor::policy::BUILTIN_YAML).unwrap();
+    (dir, policy)
+}
+
+/// A server with the default configuration and a certificate from a fresh CA.
+async fn serving() -> (Pki, TestServer, SecretDir) {
     init();
     let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (server, secret) = start_with(&pki, |_| {}).await;
+    (pki, server, secret)
+}
+
+#[tokio::test]
+async fn many_reviews_over_one_kept_alive_http1_connection() {
+    let (pki, server, _secret) = serving().await;
     let mut c = h1_client(server.https, pki.client(H1)).await;
     for i in 0..50 {
         let uid = format!("uid-{i}");
         c.send.ready().await.unwrap();
-        let resp = c
-            .send
-            .send_request(review_request(review_body(&uid)))
-            .await
-            .unwrap();
-        let (status, headers, body) = read(resp).await;
-        assert_allowed(status, &body, &uid);
+        let headers = post_allowed(&mut c.send, &uid).await;
         assert_eq!(headers["content-type"], "application/json");
         assert!(headers.get("connection").is_none());
     }
@@ -54,9 +77,7 @@ async fn many_reviews_over_one_kept_alive_http1_connection() {
 
 #[tokio::test]
 async fn http2_via_alpn_and_tls12() {
-    init();
-    let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, server, _secret) = serving().await;
     let send = h2_client(server.https, pki.client(H2)).await;
     let mut tasks = Vec::new();
     for i in 0..32 {
@@ -188,17 +209,15 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     }
     // A chunked body (no Content-Length) over the limit is cut off too.
     let mut c = h1_client(server.https, pki.client(H1)).await;
-    let chunks = Chunks(
-        [
-            Bytes::from(vec![b' '; 40 * 1024]),
-            Bytes::from(vec![b' '; 40 * 1024]),
-        ]
-        .into(),
-    );
+    let (chunks, rx) = tokio::sync::mpsc::channel(2);
+    for _ in 0..2 {
+        chunks.try_send(Bytes::from(vec![b' '; 40 * 1024])).unwrap();
+    }
+    drop(chunks);
     let request = Request::post("/mutate")
         .header("host", SNI)
         .header("content-type", "application/json; charset=utf-8")
-        .body(chunks)
+        .body(ChanBody(rx))
         .unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(
         tls_connect(server.https, pki.client(H1)).await.unwrap(),
@@ -210,13 +229,7 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Still serving, on a fresh connection.
-    let resp = c
-        .send
-        .send_request(review_request(review_body("after")))
-        .await
-        .unwrap();
-    let (status, _, body) = read(resp).await;
-    assert_allowed(status, &body, "after");
+    post_allowed(&mut c.send, "after").await;
     let (_, text) = admin_get(server.admin, "/metrics").await;
     assert!(
         text.contains("outcome=\"invalid\"} 11"),
@@ -225,26 +238,9 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
     server.shutdown().await.unwrap();
 }
 
-/// A body sent as separate chunks without Content-Length (chunked transfer encoding).
-struct Chunks(std::collections::VecDeque<Bytes>);
-
-impl hyper::body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
 #[tokio::test]
 async fn ten_mib_body_is_refused_quickly() {
-    init();
-    let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, server, _secret) = serving().await;
     let mut c = h1_client(server.https, pki.client(H1)).await;
     let start = Instant::now();
     let resp = c
@@ -286,9 +282,7 @@ async fn a_panicking_handler_is_answered_500_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn a_slow_body_hits_the_requested_deadline() {
-    init();
-    let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, server, _secret) = serving().await;
     let mut tls = tls_connect(server.https, pki.client(H1)).await.unwrap();
     let head = format!(
         "POST /mutate?timeout=300ms HTTP/1.1\r\nhost: {SNI}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
@@ -357,13 +351,7 @@ async fn certificate_swapped_through_a_kubelet_data_symlink_is_served_to_new_con
     );
 
     // The connection made before the swap keeps working.
-    let resp = old
-        .send
-        .send_request(review_request(review_body("old-conn")))
-        .await
-        .unwrap();
-    let (status, _, body) = read(resp).await;
-    assert_allowed(status, &body, "old-conn");
+    post_allowed(&mut old.send, "old-conn").await;
 
     // A broken certificate is rejected and counted; the current one stays.
     secret.swap(&[("tls.crt", "garbage"), ("tls.key", &second.key_pem)]);
@@ -384,9 +372,7 @@ async fn certificate_swapped_through_a_kubelet_data_symlink_is_served_to_new_con
 async fn policy_reloads_and_an_invalid_policy_is_rejected() {
     init();
     let pki = Pki::new();
-    let dir = TempDir::new("policy");
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, restrictor::policy::BUILTIN_YAML).unwrap();
+    let (_dir, policy) = builtin_policy_file("policy");
     let path = policy.clone();
     let (server, _secret) = start_with(&pki, move |c| c.policy_path = Some(path)).await;
     let admin = server.admin;
@@ -417,13 +403,7 @@ async fn policy_reloads_and_an_invalid_policy_is_rejected() {
     );
     assert_eq!(metric(admin, "restrictor_policy_reloads_total").await, 2.0);
     let mut c = h1_client(server.https, pki.client(H1)).await;
-    let resp = c
-        .send
-        .send_request(review_request(review_body("after-bad-policy")))
-        .await
-        .unwrap();
-    let (status, _, body) = read(resp).await;
-    assert_allowed(status, &body, "after-bad-policy");
+    post_allowed(&mut c.send, "after-bad-policy").await;
     assert_eq!(admin_get(admin, "/readyz").await.0, 200);
     server.shutdown().await.unwrap();
 }
@@ -489,9 +469,7 @@ async fn readiness_follows_tls_material_conditions_and_draining() {
 
 #[tokio::test]
 async fn shutdown_under_load_loses_no_request() {
-    init();
-    let pki = Pki::new();
-    let (mut server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, mut server, _secret) = serving().await;
     let answered = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for n in 0..8 {
@@ -507,13 +485,7 @@ async fn shutdown_under_load_loses_no_request() {
                 }
                 let uid = format!("c{n}-{i}");
                 // Every request written must be answered 200.
-                let resp = c
-                    .send
-                    .send_request(review_request(review_body(&uid)))
-                    .await
-                    .unwrap_or_else(|e| panic!("request {uid} lost: {e}"));
-                let (status, headers, body) = read(resp).await;
-                assert_allowed(status, &body, &uid);
+                let headers = post_allowed(&mut c.send, &uid).await;
                 answered.fetch_add(1, Ordering::Relaxed);
                 if headers.get("connection").is_some_and(|v| v == "close") {
                     closed_by_server = true;
@@ -534,12 +506,12 @@ async fn shutdown_under_load_loses_no_request() {
         assert!(c.await.unwrap(), "each client was told to close");
     }
     let (mut r, _w) = tokio::io::split(idle);
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), r.read(&mut buf))
-        .await
-        .expect("idle connection closed at drain")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_by_server(
+        &mut r,
+        Duration::from_secs(2),
+        "idle connection closed at drain",
+    )
+    .await;
     server.task.take().unwrap().await.unwrap().unwrap();
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -604,21 +576,15 @@ async fn a_slowloris_client_is_disconnected_but_an_idle_keep_alive_is_not() {
     // Connected, handshaken, and silent: closed after the head deadline too.
     let mut silent = tls_connect(server.https, pki.client(H1)).await.unwrap();
     let silent_start = Instant::now();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
-        .await
-        .expect("silent connection closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_by_server(
+        &mut silent,
+        Duration::from_secs(3),
+        "silent connection closed",
+    )
+    .await;
     assert!(silent_start.elapsed() >= Duration::from_millis(500));
 
-    let resp = idle
-        .send
-        .send_request(review_request(review_body("idle")))
-        .await
-        .unwrap();
-    let (status, _, body) = read(resp).await;
-    assert_allowed(status, &body, "idle");
+    post_allowed(&mut idle.send, "idle").await;
     server.shutdown().await.unwrap();
 }
 
@@ -635,9 +601,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn concurrent_clients_get_no_errors() {
-    init();
-    let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, server, _secret) = serving().await;
     let client = pki.client(H1);
     let mut tasks = Vec::new();
     for n in 0..256 {
@@ -647,13 +611,7 @@ async fn concurrent_clients_get_no_errors() {
             let mut c = h1_client(addr, client).await;
             for i in 0..4 {
                 let uid = format!("{n}-{i}");
-                let resp = c
-                    .send
-                    .send_request(review_request(review_body(&uid)))
-                    .await
-                    .unwrap();
-                let (status, _, body) = read(resp).await;
-                assert_allowed(status, &body, &uid);
+                post_allowed(&mut c.send, &uid).await;
             }
         }));
     }
@@ -665,9 +623,7 @@ async fn concurrent_clients_get_no_errors() {
 
 #[tokio::test]
 async fn a_thousand_idle_tls_connections_do_not_stop_service() {
-    init();
-    let pki = Pki::new();
-    let (server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, server, _secret) = serving().await;
     let start = Instant::now();
     let rss_before = rss_kib();
     let client = pki.client(H1);
@@ -704,13 +660,7 @@ async fn a_thousand_idle_tls_connections_do_not_stop_service() {
     for i in 0..20 {
         let uid = format!("busy-{i}");
         let t = Instant::now();
-        let resp = c
-            .send
-            .send_request(review_request(review_body(&uid)))
-            .await
-            .unwrap();
-        let (status, _, body) = read(resp).await;
-        assert_allowed(status, &body, &uid);
+        post_allowed(&mut c.send, &uid).await;
         assert!(t.elapsed() < Duration::from_millis(500));
     }
     if let (Some(before), Some(after)) = (rss_before, rss_kib()) {
@@ -745,9 +695,7 @@ fn rss_kib() -> Option<u64> {
 async fn certificate_and_policy_swaps_during_load_lose_no_request() {
     init();
     let pki = Pki::new();
-    let dir = TempDir::new("policy-load");
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, restrictor::policy::BUILTIN_YAML).unwrap();
+    let (_dir, policy) = builtin_policy_file("policy-load");
     let path = policy.clone();
     let (server, mut secret) = start_with(&pki, move |c| {
         c.policy_path = Some(path);
@@ -762,13 +710,7 @@ async fn certificate_and_policy_swaps_during_load_lose_no_request() {
             let mut done = 0;
             while Instant::now() < deadline {
                 let uid = format!("keep-{n}-{done}");
-                let resp = c
-                    .send
-                    .send_request(review_request(review_body(&uid)))
-                    .await
-                    .unwrap();
-                let (status, _, body) = read(resp).await;
-                assert_allowed(status, &body, &uid);
+                post_allowed(&mut c.send, &uid).await;
                 done += 1;
             }
             done
@@ -782,13 +724,7 @@ async fn certificate_and_policy_swaps_during_load_lose_no_request() {
         while Instant::now() < deadline {
             let mut c = h1_client(https, client.clone()).await;
             let uid = format!("fresh-{done}");
-            let resp = c
-                .send
-                .send_request(review_request(review_body(&uid)))
-                .await
-                .unwrap();
-            let (status, _, body) = read(resp).await;
-            assert_allowed(status, &body, &uid);
+            post_allowed(&mut c.send, &uid).await;
             done += 1;
         }
         done
@@ -827,9 +763,7 @@ async fn certificate_and_policy_swaps_during_load_lose_no_request() {
 
 #[tokio::test]
 async fn http2_clients_get_goaway_and_in_flight_streams_finish_at_shutdown() {
-    init();
-    let pki = Pki::new();
-    let (mut server, _secret) = start_with(&pki, |_| {}).await;
+    let (pki, mut server, _secret) = serving().await;
     let mut send = h2_client(server.https, pki.client(H2)).await;
     // A request whose body is still arriving when the shutdown starts.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
@@ -865,7 +799,8 @@ async fn http2_clients_get_goaway_and_in_flight_streams_finish_at_shutdown() {
         .unwrap();
 }
 
-/// A request body fed from a channel: ends when the sender is dropped.
+/// A request body fed from a channel, chunk by chunk (no Content-Length): ends when the sender
+/// is dropped.
 struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChanBody {
@@ -891,12 +826,7 @@ async fn a_stalled_tls_handshake_is_cut_off() {
     let mut tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
     tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap(); // the start of a ClientHello, then nothing
     let start = Instant::now();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf))
-        .await
-        .expect("closed by the server")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_by_server(&mut tcp, Duration::from_secs(3), "closed by the server").await;
     assert!(start.elapsed() >= Duration::from_millis(250));
     assert_eq!(
         metric(server.admin, "restrictor_tls_handshake_errors_total").await,
@@ -911,55 +841,39 @@ fn open_files_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Why `Server::bind` refuses a configuration of these files (on loopback port 0).
+async fn bind_error(cert: PathBuf, key: PathBuf, policy: Option<PathBuf>) -> String {
+    let mut config = ServeConfig::new(TlsSource::Files { cert, key });
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.policy_path = policy;
+    match restrictor::server::Server::bind(config).await {
+        Ok(_) => panic!("the server started"),
+        Err(err) => err.to_string(),
+    }
+}
+
 #[tokio::test]
 async fn startup_fails_clearly_without_tls_files_or_with_an_invalid_policy() {
     init();
     let dir = TempDir::new("startup");
-    let mut config = ServeConfig::new(TlsSource::Files {
-        cert: dir.path().join("missing.crt"),
-        key: dir.path().join("missing.key"),
-    });
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let err = restrictor::server::Server::bind(config)
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("missing.crt"), "{err}");
+    let file = |name: &str| dir.path().join(name);
+    let err = bind_error(file("missing.crt"), file("missing.key"), None).await;
+    assert!(err.contains("missing.crt"), "{err}");
 
     let pki = Pki::new();
     let leaf = pki.leaf("x");
-    std::fs::write(dir.path().join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), pki.leaf("other").key_pem).unwrap();
-    let mut config = ServeConfig::new(TlsSource::Files {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-    });
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let err = restrictor::server::Server::bind(config)
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("do not belong together"), "{err}");
+    std::fs::write(file("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(file("tls.key"), pki.leaf("other").key_pem).unwrap();
+    let err = bind_error(file("tls.crt"), file("tls.key"), None).await;
+    assert!(err.contains("do not belong together"), "{err}");
 
-    std::fs::write(dir.path().join("tls.key"), &leaf.key_pem).unwrap();
-    std::fs::write(dir.path().join("policy.yaml"), [0xff, 0xfe]).unwrap();
-    let mut config = ServeConfig::new(TlsSource::Files {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-    });
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_listen = "127.0.0.1:0".parse().unwrap();
-    config.policy_path = Some(dir.path().join("policy.yaml"));
-    let err = restrictor::server::Server::bind(config)
-        .await
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("policy"), "{err}");
+    std::fs::write(file("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(file("policy.yaml"), [0xff, 0xfe]).unwrap();
+    let err = bind_error(file("tls.crt"), file("tls.key"), Some(file("policy.yaml"))).await;
+    assert!(err.contains("policy"), "{err}");
 }
 
-/// Applies an answer's base64 JSON Patch to `object`.
 fn apply_answer(object: &mut serde_json::Value, answer: &serde_json::Value) {
     use base64::Engine as _;
     let Some(encoded) = answer["response"]["patch"].as_str() else {
@@ -979,10 +893,12 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
     use restrictor::pss::{Level, check_object};
     use restrictor::workload::WorkloadKind;
     init();
+    let Some(files) = support::shared_fixture_files() else {
+        return;
+    };
     let pki = Pki::new();
     let (server, _secret) = start_with(&pki, |_| {}).await;
     let mut c = h1_client(server.https, pki.client(H1)).await;
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut post = async |review: &serde_json::Value| {
         c.send.ready().await.unwrap();
         let resp = c
@@ -998,10 +914,11 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
     };
 
     // The review a vcluster's API server sends for the agent pod (generateName, no name yet).
-    let text = std::fs::read_to_string(
-        fixtures.join("vcluster/01-cattle-cluster-agent.admissionreview.yaml"),
-    )
-    .unwrap();
+    let review_file = files
+        .iter()
+        .find(|path| path.to_string_lossy().contains("admissionreview"))
+        .expect("the vcluster/01 AdmissionReview fixture");
+    let text = std::fs::read_to_string(review_file).unwrap();
     let review = restrictor::manifest::parse("review", &text)
         .unwrap()
         .remove(0);
@@ -1021,58 +938,52 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
 
     // Every object of every manifest fixture, CREATE, then reinvoked on the result.
     let mut denied = Vec::new();
-    for dir in ["rancher", "vcluster"] {
-        for entry in std::fs::read_dir(fixtures.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.to_string_lossy().contains("admissionreview") {
+    for path in files.iter().filter(|p| p != &review_file) {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (n, object) in restrictor::manifest::parse("fixture", &text)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+        {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            let mut review = serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": format!("{}-{n}", path.display()),
+                            "kind": {"group": group, "version": version, "kind": kind},
+                            "namespace": namespace, "operation": "CREATE",
+                            "userInfo": {"username": "admin"}, "object": object, "dryRun": false}});
+            let answer = post(&review).await;
+            if answer["response"]["allowed"] == false {
+                assert_eq!(answer["response"]["status"]["code"], 403);
+                denied.push(
+                    answer["response"]["status"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
                 continue;
             }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (n, object) in restrictor::manifest::parse("fixture", &text)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                let api_version = object["apiVersion"].as_str().unwrap_or_default();
-                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-                let kind = object["kind"].as_str().unwrap_or_default();
-                let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-                let mut review = serde_json::json!({
-                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                    "request": {"uid": format!("{}-{n}", path.display()),
-                                "kind": {"group": group, "version": version, "kind": kind},
-                                "namespace": namespace, "operation": "CREATE",
-                                "userInfo": {"username": "admin"}, "object": object, "dryRun": false}});
-                let answer = post(&review).await;
-                if answer["response"]["allowed"] == false {
-                    assert_eq!(answer["response"]["status"]["code"], 403);
-                    denied.push(
-                        answer["response"]["status"]["message"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned(),
-                    );
-                    continue;
-                }
-                let mut result = object.clone();
-                apply_answer(&mut result, &answer);
-                if WorkloadKind::from_type(api_version, kind).is_some() {
-                    assert_eq!(
-                        check_object(&result, Level::Restricted),
-                        Some(vec![]),
-                        "{}",
-                        path.display()
-                    );
-                } else {
-                    assert_eq!(result, object, "a non-pod object was changed");
-                }
-                review["request"]["object"] = result;
-                assert!(
-                    post(&review).await["response"].get("patch").is_none(),
-                    "{}: reinvocation patched",
+            let mut result = object.clone();
+            apply_answer(&mut result, &answer);
+            if WorkloadKind::from_type(api_version, kind).is_some() {
+                assert_eq!(
+                    check_object(&result, Level::Restricted),
+                    Some(vec![]),
+                    "{}",
                     path.display()
                 );
+            } else {
+                assert_eq!(result, object, "a non-pod object was changed");
             }
+            review["request"]["object"] = result;
+            assert!(
+                post(&review).await["response"].get("patch").is_none(),
+                "{}: reinvocation patched",
+                path.display()
+            );
         }
     }
     denied.sort();

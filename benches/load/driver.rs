@@ -34,9 +34,9 @@ pub use temp_dir::TempDir;
 /// The name the API server uses for an in-cluster service webhook.
 pub const SNI: &str = "restrictor.restrictor-system.svc";
 
-/// The Rancher import manifest whose `cattle-cluster-agent` Deployment is the reviewed object.
-const RANCHER_IMPORT: &str =
-    include_str!("../../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+/// The Rancher import manifest whose `cattle-cluster-agent` Deployment is the reviewed object (the
+/// README's quick-start input: the same bytes as shared/fixtures/rancher/20-import.v2.14.4.*).
+const RANCHER_IMPORT: &str = include_str!("../../examples/rancher-import.yaml");
 
 /// The placeholder uid in the review template; every request overwrites it with its own uid of
 /// the same length.

@@ -107,12 +107,15 @@ fn agent_deployment(text: &str) -> Value {
         .expect("agent deployment")
 }
 
-const MAIN_IMPORT: &str =
-    include_str!("../../tests/fixtures/rancher/10-import.testdata.test-provisioned-import.yaml");
-const V2_14_IMPORT: &str =
-    include_str!("../../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
-const REAPPLY: &str =
-    include_str!("../../tests/fixtures/rancher/22-import.main.clusterdeploy-reapply.yaml");
+// Read in place from ../shared/fixtures (None: skipped, the reason printed).
+#[path = "../../tests/support/shared_fixtures.rs"]
+mod shared_fixtures;
+use shared_fixtures::shared_fixture_text;
+
+const MAIN_IMPORT: &str = "rancher/10-import.testdata.test-provisioned-import.yaml";
+/// The README's quick-start input: the same bytes as shared/fixtures/rancher/20-import.v2.14.4.*.
+const V2_14_IMPORT: &str = include_str!("../../examples/rancher-import.yaml");
+const REAPPLY: &str = "rancher/22-import.main.clusterdeploy-reapply.yaml";
 
 fn mounts(container: &Value) -> Vec<&str> {
     container["volumeMounts"]
@@ -527,7 +530,10 @@ fn windows_pods_get_only_what_applies_to_them() {
 
 #[test]
 fn rancher_main_agent_gets_exact_mounts_strips_and_sysctl() {
-    let object = agent_deployment(MAIN_IMPORT);
+    let Some(main_import) = shared_fixture_text(MAIN_IMPORT) else {
+        return;
+    };
+    let object = agent_deployment(&main_import);
     let (_, patched) = admit(&object);
     let spec = &patched["spec"]["template"]["spec"];
     // Node affinity stripped, pod anti-affinity kept; non-control-plane tolerations kept.
@@ -617,7 +623,13 @@ fn rancher_v2_14_agent_with_private_ca_gets_ca_paths_and_a_seeded_catalog() {
 
 #[test]
 fn the_agent_image_and_container_names_never_change() {
-    for text in [MAIN_IMPORT, V2_14_IMPORT, REAPPLY] {
+    let (Some(main_import), Some(reapply)) = (
+        shared_fixture_text(MAIN_IMPORT),
+        shared_fixture_text(REAPPLY),
+    ) else {
+        return;
+    };
+    for text in [&main_import, V2_14_IMPORT, &reapply] {
         let object = agent_deployment(text);
         let (outcome, patched) = admit(&object);
         assert!(
@@ -636,7 +648,10 @@ fn the_agent_image_and_container_names_never_change() {
 #[test]
 fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
     // Rancher's client-side apply restores affinity and tolerations on the live (mutated) object.
-    let object = agent_deployment(REAPPLY);
+    let Some(reapply) = shared_fixture_text(REAPPLY) else {
+        return;
+    };
+    let object = agent_deployment(&reapply);
     let (_, mutated) = admit(&object);
     let mut reapplied = mutated.clone();
     reapplied["spec"]["template"]["spec"]["affinity"] =
@@ -662,10 +677,12 @@ fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
 
 #[test]
 fn agent_on_host_network_gets_no_sysctl_and_is_denied() {
-    let text = include_str!(
-        "../../tests/fixtures/rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml"
-    );
-    let denial = deny(&agent_deployment(text));
+    let Some(text) = shared_fixture_text(
+        "rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml",
+    ) else {
+        return;
+    };
+    let denial = deny(&agent_deployment(&text));
     assert_eq!(denial.findings[0].field, "spec.template.spec.hostNetwork");
 }
 

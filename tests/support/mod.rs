@@ -1,5 +1,7 @@
 //! Test helpers: a throwaway CA and serving certificates (rcgen), a TLS client that verifies the
-//! server like the API server does, and a server started on loopback ports.
+//! server like the API server does, a server started on loopback ports, the fixtures read in
+//! place from `../shared/fixtures` (`shared_fixtures`), and the API server's side of admission: the
+//! requests it makes (`admission_request`) and which webhook entries it calls (`webhook_routing`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use restrictor::server::{Readiness, ServeConfig, ServeError, Server, TlsSource};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -21,7 +24,16 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+pub mod admission_request;
+mod shared_fixtures;
 mod temp_dir;
+pub mod webhook_routing;
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use shared_fixtures::{
+    fixture_name, shared_dir, shared_fixture, shared_fixture_files, shared_fixture_text,
+    shared_fixtures,
+};
 pub use temp_dir::TempDir;
 
 /// The name the API server uses for an in-cluster service webhook.
@@ -81,15 +93,35 @@ impl Pki {
     ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        client_config(roots, alpn, versions)
     }
+}
+
+/// A client trusting the certificates of a PEM bundle, as the API server trusts a webhook's
+/// caBundle (TLS 1.3 and 1.2), offering the given ALPN protocols.
+pub fn client_trusting(ca_pem: &[u8], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(cert.expect("the bundle is PEM"))
+            .expect("a CA certificate");
+    }
+    client_config(roots, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_config(
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 pub const H1: &[&[u8]] = &[b"http/1.1"];
@@ -99,10 +131,32 @@ pub async fn tls_connect(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_as(addr, config, SNI).await
+}
+
+/// A TLS connection to `addr` for the server name `sni` (verified against the client's roots).
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(SNI).unwrap();
+    let name = ServerName::try_from(sni.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// An HTTP/1.1 connection over an established stream, its driver spawned.
+pub async fn h1_handshake<S>(stream: S) -> http1::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
 }
 
 /// The leaf certificate the server presented on this connection.
@@ -146,30 +200,14 @@ pub async fn h2_client(
 
 /// An AdmissionReview request for a Pod, as the API server sends it.
 pub fn review_body(uid: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:vcluster:vc-team-a"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "web-", "namespace": "team-a"},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
-            },
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    }))
-    .unwrap()
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "team-a"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+    });
+    let request = admission_request::AdmissionRequest::create("pod", "team-a", pod);
+    serde_json::to_vec(&request.review(uid)).unwrap()
 }
 
 /// `POST /mutate?timeout=10s` with a JSON body, the way the API server posts a review.
@@ -204,13 +242,24 @@ pub fn assert_allowed(status: StatusCode, body: &[u8], uid: &str) {
     assert!(v["response"]["allowed"].is_boolean());
 }
 
+/// POSTs the review for `uid` over an HTTP/1.1 connection and checks the answer is 200 and
+/// allows that uid; returns the response headers.
+pub async fn post_allowed(
+    send: &mut http1::SendRequest<Full<Bytes>>,
+    uid: &str,
+) -> http::HeaderMap {
+    let resp = send
+        .send_request(review_request(review_body(uid)))
+        .await
+        .unwrap_or_else(|e| panic!("request {uid} lost: {e}"));
+    let (status, headers, body) = read(resp).await;
+    assert_allowed(status, &body, uid);
+    headers
+}
+
 /// A GET on the admin listener: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut send = h1_handshake(TcpStream::connect(addr).await.unwrap()).await;
     let req = Request::get(path)
         .header("host", "admin")
         .body(Full::new(Bytes::new()))
