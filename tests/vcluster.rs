@@ -16,7 +16,7 @@
 //!
 //! Needs helm (`RESTRICTOR_HELM`, else `ci/.tools/bin/helm`), python3 with PyYAML and
 //! kubernetes-validate (`ci/install-k8s-tools.sh`; `RESTRICTOR_PYTHON` picks the interpreter) and
-//! the shared directory (`RESTRICTOR_SHARED`, else `../shared` beside the checkout). Without one of
+//! the shared directory (`../shared` beside the checkout, or `RESTRICTOR_SHARED_DIR`: `support::shared_dir`). Without one of
 //! them a test prints why it is skipped, and fails instead when `CI` is set.
 
 mod support;
@@ -59,9 +59,7 @@ impl Tools {
         let python = PathBuf::from(
             std::env::var_os("RESTRICTOR_PYTHON").unwrap_or_else(|| "python3".into()),
         );
-        let shared = std::env::var_os("RESTRICTOR_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("../shared"));
+        let shared = support::shared_dir();
         let python_ok = Command::new(&python)
             .args(["-c", "import yaml, kubernetes_validate"])
             .output()
@@ -78,7 +76,7 @@ impl Tools {
             ))
         } else if !shared.join("vcluster-chart/values.schema.json").exists() {
             Some(format!(
-                "the upstream vcluster chart is not at {} (set RESTRICTOR_SHARED to the directory holding vcluster-chart/ and fixtures/)",
+                "the upstream vcluster chart is not at {} (CI lays ../shared beside the checkout; RESTRICTOR_SHARED_DIR names another place)",
                 shared.join("vcluster-chart").display()
             ))
         } else {
