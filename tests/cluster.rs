@@ -818,7 +818,7 @@ fn quick_timing(probes: usize, retries: usize) -> ReconcileTiming {
         rollout: BackoffConfig {
             first: ms(30),
             max: ms(100),
-            times: 6,
+            times: 12,
         },
         retry: BackoffConfig {
             first: ms(20),

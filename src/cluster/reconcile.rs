@@ -441,12 +441,11 @@ impl Reconciler {
         (self.observer)(&event);
     }
 
-    fn check_leadership(&self) -> Result<(), ClusterError> {
+    /// The lease this reconcile ran under, if it has been lost.
+    fn lost_lease(&self) -> Option<&str> {
         match &self.leadership {
-            Some((lease, held)) if !*held.borrow() => Err(ClusterError::LeaseLost {
-                lease: lease.clone(),
-            }),
-            _ => Ok(()),
+            Some((lease, held)) if !*held.borrow() => Some(lease),
+            _ => None,
         }
     }
 
@@ -489,7 +488,11 @@ impl Reconciler {
                     continue;
                 }
                 for candidate in candidates {
-                    self.check_leadership()?;
+                    if let Some(lease) = self.lost_lease() {
+                        return Err(ClusterError::LeaseLost {
+                            lease: lease.to_owned(),
+                        });
+                    }
                     if let Some(done) = self.restart(candidate, &mut report).await? {
                         restarted.push(done);
                     }

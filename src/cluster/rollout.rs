@@ -149,7 +149,7 @@ pub(crate) async fn check(
         .filter(|event| event["reason"] == "FailedCreate")
         .filter(|event| owned_by(&event["involvedObject"], workload))
         .filter(|event| event_time(event).is_some_and(|t| t >= restart.at))
-        .max_by_key(|event| event_time(event))
+        .max_by_key(event_time)
         .map(|event| {
             event["message"]
                 .as_str()
