@@ -863,6 +863,13 @@ fn recorder() -> (Events, impl Fn(&ReconcileEvent<'_>) + Send + Sync + 'static) 
     })
 }
 
+/// The seeded non-compliant Deployment and StatefulSet were restarted and their new pods pass.
+fn assert_agent_and_db_restarted_and_passing(report: &restrictor::cluster::ReconcileReport) {
+    for restarted in [&report.restarted, &report.verified] {
+        assert_eq!(names(restarted), ["Deployment/agent", "StatefulSet/db"]);
+    }
+}
+
 fn names(workloads: &[WorkloadRef]) -> Vec<String> {
     workloads
         .iter()
@@ -897,6 +904,34 @@ fn logs(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
     String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
 }
 
+/// The seeded workloads behind a fake API server whose probe answers `live` decides (given the
+/// probe's number); returns the probe counter too.
+async fn seeded_fake(live: impl Fn(usize) -> bool + Send + 'static) -> (Fake, Arc<Mutex<usize>>) {
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    let probes = Arc::new(Mutex::new(0));
+    webhook_answers(&fake, probes.clone(), live);
+    (fake, probes)
+}
+
+/// Runs a reconcile of cattle-system under the built-in policy; returns its report, its events
+/// (as [`recorder`] writes them) and its log.
+async fn reconcile_observed(
+    fake: &Fake,
+    timing: ReconcileTiming,
+) -> (restrictor::cluster::ReconcileReport, Vec<String>, String) {
+    let (events, observer) = recorder();
+    let (buffer, guard) = capture_logs();
+    let report = Reconciler::new(fake.client(), config_for(APP_NS, timing), builtin_policy())
+        .with_observer(observer)
+        .run()
+        .await
+        .unwrap();
+    drop(guard);
+    let events = events.lock().unwrap().clone();
+    (report, events, logs(&buffer))
+}
+
 fn no_probe_pod_stored(fake: &Fake) {
     fake.with_store(|s| assert!(s.objects.keys().all(|k| !k.contains("restrictor-probe-"))));
 }
@@ -921,14 +956,7 @@ async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_ba
     .await
     .unwrap();
 
-    assert_eq!(
-        names(&report.restarted),
-        ["Deployment/agent", "StatefulSet/db"]
-    );
-    assert_eq!(
-        names(&report.verified),
-        ["Deployment/agent", "StatefulSet/db"]
-    );
+    assert_agent_and_db_restarted_and_passing(&report);
     assert_eq!(names(&report.reported), ["Job/import", "Pod/bare"]);
     assert_eq!(report.skipped, 3);
     assert!(
@@ -984,26 +1012,12 @@ async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_ba
 
 #[tokio::test]
 async fn restarts_wait_until_the_api_server_calls_restrictor() {
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
     // The API server picks up the webhook configuration only at the fourth probe.
-    let probes = Arc::new(Mutex::new(0));
-    webhook_answers(&fake, probes.clone(), |n| n >= 4);
+    let (fake, probes) = seeded_fake(|n| n >= 4).await;
     let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
-    let (events, observer) = recorder();
-    let (buffer, _guard) = capture_logs();
-    let report = Reconciler::new(
-        fake.client(),
-        config_for(APP_NS, quick_timing(6, 0)),
-        builtin_policy(),
-    )
-    .with_observer(observer)
-    .run()
-    .await
-    .unwrap();
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(6, 0)).await;
 
     assert_eq!(*probes.lock().unwrap(), 4);
-    let events = events.lock().unwrap().clone();
     let first_restart = events
         .iter()
         .position(|e| e.starts_with("restarted "))
@@ -1034,15 +1048,7 @@ async fn restarts_wait_until_the_api_server_calls_restrictor() {
         .unwrap()
         .0;
     assert!(calls[..fourth_probe].iter().all(|c| c.verb != "patch"));
-    assert_eq!(
-        names(&report.restarted),
-        ["Deployment/agent", "StatefulSet/db"]
-    );
-    assert_eq!(
-        names(&report.verified),
-        ["Deployment/agent", "StatefulSet/db"]
-    );
-    let logs = logs(&buffer);
+    assert_agent_and_db_restarted_and_passing(&report);
     assert!(
         logs.contains("waiting for the API server to call restrictor in namespace cattle-system: probe pod came back unmutated (attempt 1, next in 0.0s)"),
         "{logs}"
@@ -1054,21 +1060,8 @@ async fn restarts_wait_until_the_api_server_calls_restrictor() {
 
 #[tokio::test]
 async fn nothing_is_restarted_while_the_probe_never_comes_back_mutated() {
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
-    let probes = Arc::new(Mutex::new(0));
-    webhook_answers(&fake, probes.clone(), |_| false);
-    let (events, observer) = recorder();
-    let (buffer, _guard) = capture_logs();
-    let report = Reconciler::new(
-        fake.client(),
-        config_for(APP_NS, quick_timing(3, 2)),
-        builtin_policy(),
-    )
-    .with_observer(observer)
-    .run()
-    .await
-    .unwrap();
+    let (fake, probes) = seeded_fake(|_| false).await;
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(3, 2)).await;
 
     assert_eq!(
         *probes.lock().unwrap(),
@@ -1094,7 +1087,6 @@ async fn nothing_is_restarted_while_the_probe_never_comes_back_mutated() {
         ["Job/import", "Pod/bare"],
         "reporting needs no webhook"
     );
-    let events = events.lock().unwrap().clone();
     assert_eq!(
         events
             .iter()
@@ -1103,7 +1095,6 @@ async fn nothing_is_restarted_while_the_probe_never_comes_back_mutated() {
         3
     );
     assert!(events.contains(&"webhook-unreached cattle-system".to_owned()));
-    let logs = logs(&buffer);
     for attempt in 1..=3 {
         assert!(
             logs.contains(&format!("waiting for the API server to call restrictor in namespace cattle-system: probe pod came back unmutated (attempt {attempt}, next in")),
@@ -1131,17 +1122,7 @@ async fn a_restart_whose_new_pods_still_fail_is_retried_then_reported() {
         |pod, rollout| (rollout == 1).then(|| pod.clone()),
         denied,
     );
-    let (events, observer) = recorder();
-    let (buffer, _guard) = capture_logs();
-    let report = Reconciler::new(
-        fake.client(),
-        config_for(APP_NS, quick_timing(3, 1)),
-        builtin_policy(),
-    )
-    .with_observer(observer)
-    .run()
-    .await
-    .unwrap();
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(3, 1)).await;
 
     assert_eq!(
         fake.count("patch", "deployments"),
@@ -1155,7 +1136,6 @@ async fn a_restart_whose_new_pods_still_fail_is_retried_then_reported() {
         report.still_failing[0].1,
         format!("the controller cannot create its pods: {denied}")
     );
-    let events = events.lock().unwrap().clone();
     assert_eq!(
         events,
         [
@@ -1165,7 +1145,6 @@ async fn a_restart_whose_new_pods_still_fail_is_retried_then_reported() {
             "still-failing Deployment/agent"
         ]
     );
-    let logs = logs(&buffer);
     assert!(logs.contains("restarted workload still fails"), "{logs}");
     assert!(
         logs.contains("new pod agent-1f7c9-p1 fails restricted"),

@@ -117,8 +117,6 @@ pub struct SyncOutcome {
     pub injected: bool,
     /// When the schedule needs another pass (`None`: only an event can make progress).
     pub next_deadline: Option<OffsetDateTime>,
-    /// `notAfter` of the published serving certificate (for the expiry metric).
-    pub serving_not_after: Option<OffsetDateTime>,
 }
 
 /// The self-managed TLS task: keeps the Secret, the published serving material and the webhook
@@ -183,9 +181,6 @@ impl SelfManagedCerts {
                     phase: stored.state.phase(),
                     injected: is_injected,
                     next_deadline: plan.next_deadline,
-                    serving_not_after: certs::parse_validity(&stored.state.serving.cert)
-                        .ok()
-                        .map(|v| v.not_after),
                 });
             };
             let next = stored.state.apply(step, &self.dns_names, now, policy)?;
