@@ -266,14 +266,14 @@ def assert_rbac(scenario, docs, ns, expect):
     lease_rules = [r for r in rrules if r["resources"] == ["leases"]]
     work_rules = [r for r in crules if r["apiGroups"] in (["apps"], ["batch"]) or r["resources"] == ["pods"]]
     if expect["tls"] == "self-managed":
-        # exactly the calls of src/cluster/secret.rs and mod.rs: get, update (PUT), watch
-        check(any(r.get("resourceNames") == ["restrictor-tls"] and set(r["verbs"]) == {"get", "update", "watch"}
-                  for r in secret_rules), f"{scenario}: the one Secret: verbs must be exactly get, update, watch")
+        # exactly the calls of src/cluster/secret.rs and mod.rs: get, update (PUT), list + watch
+        check(any(r.get("resourceNames") == ["restrictor-tls"] and set(r["verbs"]) == {"get", "list", "update", "watch"}
+                  for r in secret_rules), f"{scenario}: the one Secret: verbs must be exactly get, list, update, watch")
         check(len(secret_rules) == 2, f"{scenario}: secret rules {secret_rules}")
         check(any(r["verbs"] == ["create"] and "resourceNames" not in r for r in secret_rules),
               f"{scenario}: no create on secrets")
         check(len(mwc_rules) == 1 and mwc_rules[0].get("resourceNames") == ["restrictor"]
-              and set(mwc_rules[0]["verbs"]) == {"get", "patch", "watch"},
+              and set(mwc_rules[0]["verbs"]) == {"get", "list", "patch", "watch"},
               f"{scenario}: MutatingWebhookConfiguration rule {mwc_rules}")
         args = spec["containers"][0]["args"]
         for a in ("--self-managed-certs", "--service=restrictor", "--secret=restrictor-tls", "--webhook-config=restrictor"):
@@ -289,11 +289,17 @@ def assert_rbac(scenario, docs, ns, expect):
         check(any(r["apiGroups"] == ["batch"] and r["resources"] == ["jobs"] and r["verbs"] == ["list"] for r in work_rules),
               f"{scenario}: jobs list")
         check(any(r["resources"] == ["pods"] and r["verbs"] == ["list"] for r in work_rules), f"{scenario}: pods list")
+        # the admission probe: create pods, which a ValidatingAdmissionPolicy limits to dry runs
+        check(any(r["resources"] == ["pods"] and r["verbs"] == ["create"] for r in work_rules), f"{scenario}: pods create (probe)")
+        vap = [d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"] == "restrictor-dry-run-pods-only"]
+        check(len(vap) == 1 and any(v["expression"] == "request.dryRun == true" for v in vap[0]["spec"]["validations"]),
+              f"{scenario}: pod creates not limited to dry runs")
+        check(any(r["resources"] == ["events"] and r["verbs"] == ["list"] for r in crules), f"{scenario}: events list")
         check(f"--lease-name={lease}" in spec["containers"][0]["args"], f"{scenario}: --lease-name arg")
         env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
         check(env.get("RESTRICTOR_POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
               f"{scenario}: RESTRICTOR_POD_NAME (the Lease identity) not from the downward API")
-        check(len(lease_rules) == 2 and len(work_rules) == 3, f"{scenario}: reconcile rules {lease_rules} {work_rules}")
+        check(len(lease_rules) == 2 and len(work_rules) == 4, f"{scenario}: reconcile rules {lease_rules} {work_rules}")
     else:
         check(not lease_rules and not work_rules, f"{scenario}: reconcile RBAC without reconcile")
         check("--reconcile-existing" not in spec["containers"][0]["args"], f"{scenario}: --reconcile-existing without reconcile")
@@ -475,7 +481,8 @@ def main():
         docs = load(path)
         for d in docs:
             check(d["metadata"].get("name"), f"{name}: {d.get('kind')} without a name")
-            if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
+            if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
                 check(d["metadata"].get("namespace") == ns, f"{name}: {d['kind']}/{d['metadata']['name']} not in {ns}")
             check(d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "restrictor",
                   f"{name}: {d['kind']}/{d['metadata']['name']} lacks the standard labels")

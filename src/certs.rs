@@ -58,14 +58,14 @@ impl std::fmt::Debug for ServingPem {
 }
 
 /// Secret keys.
-pub const CA_CERT_KEY: &str = "ca.crt";
-pub const CA_KEY_KEY: &str = "ca.key";
-pub const TLS_CERT_KEY: &str = "tls.crt";
-pub const TLS_KEY_KEY: &str = "tls.key";
-pub const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
-pub const NEXT_CA_CERT_KEY: &str = "next-ca.crt";
-pub const NEXT_CA_KEY_KEY: &str = "next-ca.key";
-pub const PREVIOUS_CA_CERT_KEY: &str = "previous-ca.crt";
+const CA_CERT_KEY: &str = "ca.crt";
+const CA_KEY_KEY: &str = "ca.key";
+const TLS_CERT_KEY: &str = "tls.crt";
+const TLS_KEY_KEY: &str = "tls.key";
+const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
+const NEXT_CA_CERT_KEY: &str = "next-ca.crt";
+const NEXT_CA_KEY_KEY: &str = "next-ca.key";
+const PREVIOUS_CA_CERT_KEY: &str = "previous-ca.crt";
 /// Secret annotations.
 pub const PHASE_ANNOTATION: &str = "restrictor.io/cert-phase";
 pub const OVERLAP_SINCE_ANNOTATION: &str = "restrictor.io/ca-overlap-since";
@@ -734,20 +734,22 @@ mod tests {
         );
     }
 
+    /// Fresh material at `t0`, its serving certificate renewed `lead` before the CA's rotation
+    /// time; returns it with that time.
+    fn due_for_ca_rotation(p: &CertPolicy, lead: Duration) -> (CertState, OffsetDateTime) {
+        let s = CertState::generate(&names(), t0(), p).unwrap();
+        let rotate_at = parse_validity(&s.ca.cert).unwrap().renew_at();
+        let s = s
+            .apply(Step::RenewServing, &names(), rotate_at - lead, p)
+            .unwrap();
+        (s, rotate_at)
+    }
+
     #[test]
     fn switch_waits_for_injection_and_propagation() {
         let p = policy();
-        let s = CertState::generate(&names(), t0(), &p).unwrap();
-        let rotate_at = parse_validity(&s.ca.cert).unwrap().renew_at();
         // Keep the serving cert fresh so only the CA schedule matters.
-        let s = s
-            .apply(
-                Step::RenewServing,
-                &names(),
-                rotate_at - Duration::days(1),
-                &p,
-            )
-            .unwrap();
+        let (s, rotate_at) = due_for_ca_rotation(&p, Duration::days(1));
         assert_eq!(
             plan(&s, &names(), rotate_at, true, &p).step,
             Some(Step::StartCaOverlap)
@@ -774,11 +776,7 @@ mod tests {
     #[test]
     fn missing_phase_annotations_fall_back_safely() {
         let p = policy();
-        let s = CertState::generate(&names(), t0(), &p).unwrap();
-        let rotate_at = parse_validity(&s.ca.cert).unwrap().renew_at();
-        let s = s
-            .apply(Step::RenewServing, &names(), rotate_at, &p)
-            .unwrap();
+        let (s, rotate_at) = due_for_ca_rotation(&p, Duration::ZERO);
         let mut o = s
             .apply(Step::StartCaOverlap, &names(), rotate_at, &p)
             .unwrap();

@@ -9,9 +9,11 @@ use base64::Engine;
 use fake_apiserver::{Fake, rule};
 use restrictor::certs::{self, CertPolicy, CertState, Phase, ServingPem, Step};
 use restrictor::cluster::{
-    self, Clock, LeaderElector, LeaseConfig, ReconcileConfig, SelfManagedCerts, SelfManagedConfig,
-    WorkloadRef,
+    self, BackoffConfig, Clock, LeaderElector, LeaseConfig, ReconcileConfig, ReconcileEvent,
+    ReconcileTiming, Reconciler, SelfManagedCerts, SelfManagedConfig, WorkloadRef,
 };
+use restrictor::policy::Policy;
+use restrictor::workload::WorkloadKind;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -34,10 +36,15 @@ const ADM: &str = "admissionregistration.k8s.io";
 /// Exactly what the chart's RBAC grants.
 fn chart_rbac() -> Vec<fake_apiserver::Rule> {
     vec![
-        rule(&["get", "update", "watch"], "", "secrets", Some(SECRET)),
+        rule(
+            &["get", "list", "update", "watch"],
+            "",
+            "secrets",
+            Some(SECRET),
+        ),
         rule(&["create"], "", "secrets", None),
         rule(
-            &["get", "patch", "watch", "delete"],
+            &["get", "list", "patch", "watch", "delete"],
             ADM,
             "mutatingwebhookconfigurations",
             Some(WH),
@@ -612,7 +619,13 @@ async fn tls_client_trusting_the_overlap_bundle_reaches_old_and_new_replicas() {
 }
 
 fn workload(api_version: &str, kind: &str, ns: &str, name: &str, compliant: bool) -> Value {
-    let spec = json!({"securityContext": {"runAsNonRoot": compliant}, "containers": [{"name": "c", "image": "busybox"}]});
+    let spec = if compliant {
+        json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]})
+    } else {
+        json!({"containers": [{"name": "c", "image": "busybox"}]})
+    };
     let mut o = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": ns},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}}, "spec": spec.clone()}},
@@ -631,20 +644,10 @@ fn workload_path(group: &str, resource: &str, ns: &str, name: &str) -> String {
     }
 }
 
-/// The test's stand-in for the PSS checker: the pod must set runAsNonRoot. Also proves the
-/// reconcile hands over objects with apiVersion/kind filled in.
-fn non_compliant(o: &Value) -> bool {
-    let pointer = match o["kind"].as_str() {
-        Some("Pod") => "/spec/securityContext/runAsNonRoot",
-        Some(_) => "/spec/template/spec/securityContext/runAsNonRoot",
-        None => panic!("object without kind: {o}"),
-    };
-    assert!(o["apiVersion"].is_string());
-    o.pointer(pointer) != Some(&json!(true))
-}
+const APP_NS: &str = "cattle-system";
 
 fn seed_workloads(fake: &Fake) {
-    let app = "cattle-system";
+    let app = APP_NS;
     fake.put(
         &workload_path("apps", "deployments", app, "agent"),
         workload("apps/v1", "Deployment", app, "agent", false),
@@ -680,46 +683,287 @@ fn seed_workloads(fake: &Fake) {
     );
 }
 
-fn wref(kind: &'static str, name: &str) -> WorkloadRef {
-    WorkloadRef {
-        kind,
-        namespace: "cattle-system".into(),
-        name: name.into(),
+/// What the chart grants when reconcileExisting is on, plus the reconcile's own calls.
+fn reconcile_rbac() -> Vec<fake_apiserver::Rule> {
+    let mut rules = chart_rbac();
+    rules.push(rule(&["create"], "", "pods", None));
+    rules.push(rule(&["list"], "", "events", None));
+    rules
+}
+
+/// What restrictor's webhook does to a pod created in `namespace` under the built-in policy.
+fn restrictor_mutates(pod: &Value, namespace: &str) -> Value {
+    let mut pod = pod.clone();
+    let policy = Policy::builtin();
+    let evaluation = restrictor::engine::evaluate(
+        &policy,
+        &mut pod,
+        WorkloadKind::Pod,
+        namespace,
+        restrictor::engine::Context::CREATE,
+    );
+    assert!(evaluation.is_some_and(|e| e.outcome.denial.is_none()));
+    pod
+}
+
+/// The admission probe's answer: mutated once `live` says the API server calls restrictor.
+fn webhook_answers(
+    fake: &Fake,
+    probes: Arc<Mutex<usize>>,
+    live: impl Fn(usize) -> bool + Send + 'static,
+) {
+    fake.on_dry_run_create(
+        "pods",
+        Box::new(move |pod| {
+            let mut n = probes.lock().unwrap();
+            *n += 1;
+            assert!(
+                pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("restrictor-probe-")
+            );
+            let namespace = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
+            Ok(if live(*n) {
+                restrictor_mutates(pod, &namespace)
+            } else {
+                pod.clone()
+            })
+        }),
+    );
+}
+
+/// Stands in for the workload controllers: for every restart (a new restartedAt value on a
+/// Deployment's or StatefulSet's template) `create` decides what the controller does — create the
+/// pod it returns, or (None) record a FailedCreate event with `denied` as its message.
+fn controller(
+    fake: &Fake,
+    create: impl Fn(&Value, usize) -> Option<Value> + Send + 'static,
+    denied: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let restarted: Vec<Value> = fake.with_store(|s| {
+                s.objects
+                    .iter()
+                    .filter(|(k, _)| k.contains("/deployments/") || k.contains("/statefulsets/"))
+                    .map(|(_, o)| o.clone())
+                    .filter(|o| o.pointer("/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt").is_some())
+                    .collect()
+            });
+            for object in restarted {
+                let stamp = object
+                    .pointer(
+                        "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",
+                    )
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+                let key = format!("{name}@{stamp}");
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let rollout = seen
+                    .iter()
+                    .filter(|k| k.starts_with(&format!("{name}@")))
+                    .count();
+                let (owner_kind, owner_name, owner_uid) = if object["kind"] == "Deployment" {
+                    (
+                        "ReplicaSet",
+                        format!("{name}-{rollout}f7c9"),
+                        "rs-uid".to_owned(),
+                    )
+                } else {
+                    (
+                        "StatefulSet",
+                        name.clone(),
+                        object["metadata"]["uid"].as_str().unwrap().to_owned(),
+                    )
+                };
+                let template = &object["spec"]["template"];
+                let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+                pod["metadata"]["name"] = json!(format!("{owner_name}-p{rollout}"));
+                pod["metadata"]["namespace"] = json!(APP_NS);
+                pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "uid": owner_uid}]);
+                match create(&pod, rollout) {
+                    Some(created) => fake.put(&workload_path("", "pods", APP_NS, created["metadata"]["name"].as_str().unwrap()), created),
+                    None => fake.put(
+                        &workload_path("", "events", APP_NS, &format!("{owner_name}.{rollout}")),
+                        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": format!("{owner_name}.{rollout}")},
+                            "reason": "FailedCreate", "type": "Warning", "message": denied,
+                            "lastTimestamp": restrictor::cluster::reconcile::restarted_at_value(OffsetDateTime::now_utc()),
+                            "involvedObject": {"kind": owner_kind, "name": owner_name, "namespace": APP_NS}}),
+                    ),
+                }
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    })
+}
+
+fn quick_timing(probes: usize, retries: usize) -> ReconcileTiming {
+    let ms = |n| StdDuration::from_millis(n);
+    ReconcileTiming {
+        probe: BackoffConfig {
+            first: ms(20),
+            max: ms(80),
+            times: probes,
+        },
+        rollout: BackoffConfig {
+            first: ms(30),
+            max: ms(100),
+            times: 12,
+        },
+        retry: BackoffConfig {
+            first: ms(20),
+            max: ms(20),
+            times: retries,
+        },
     }
+}
+
+fn config_for(namespace: &str, timing: ReconcileTiming) -> ReconcileConfig {
+    ReconcileConfig {
+        namespaces: Some(vec![namespace.into()]),
+        timing,
+    }
+}
+
+fn builtin_policy() -> watch::Receiver<Arc<Policy>> {
+    watch::channel(Arc::new(Policy::builtin())).1
+}
+
+type Events = Arc<Mutex<Vec<String>>>;
+
+/// Records every event as `action kind/name` or `action namespace`.
+fn recorder() -> (Events, impl Fn(&ReconcileEvent<'_>) + Send + Sync + 'static) {
+    let events: Events = Arc::default();
+    let sink = events.clone();
+    (events, move |event: &ReconcileEvent<'_>| {
+        let subject = match (event.workload(), event) {
+            (Some(w), _) => format!("{}/{}", w.kind, w.name),
+            (
+                None,
+                ReconcileEvent::WaitingForWebhook {
+                    namespace, attempt, ..
+                },
+            ) => format!("{namespace}#{attempt}"),
+            (None, ReconcileEvent::WebhookUnreached { namespace, .. }) => namespace.to_string(),
+            (None, _) => String::new(),
+        };
+        sink.lock()
+            .unwrap()
+            .push(format!("{} {subject}", event.action()));
+    })
+}
+
+/// The seeded non-compliant Deployment and StatefulSet were restarted and their new pods pass.
+fn assert_agent_and_db_restarted_and_passing(report: &restrictor::cluster::ReconcileReport) {
+    for restarted in [&report.restarted, &report.verified] {
+        assert_eq!(names(restarted), ["Deployment/agent", "StatefulSet/db"]);
+    }
+}
+
+fn names(workloads: &[WorkloadRef]) -> Vec<String> {
+    workloads
+        .iter()
+        .map(|w| format!("{}/{}", w.kind, w.name))
+        .collect()
+}
+
+/// Log lines written while the returned guard lives (this test's thread: tokio::test runs every
+/// task on it).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    #[derive(Clone)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = Buffer(buffer.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+fn logs(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
+}
+
+/// The seeded workloads behind a fake API server whose probe answers `live` decides (given the
+/// probe's number); returns the probe counter too.
+async fn seeded_fake(live: impl Fn(usize) -> bool + Send + 'static) -> (Fake, Arc<Mutex<usize>>) {
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    let probes = Arc::new(Mutex::new(0));
+    webhook_answers(&fake, probes.clone(), live);
+    (fake, probes)
+}
+
+/// Runs a reconcile of cattle-system under the built-in policy; returns its report, its events
+/// (as [`recorder`] writes them) and its log.
+async fn reconcile_observed(
+    fake: &Fake,
+    timing: ReconcileTiming,
+) -> (restrictor::cluster::ReconcileReport, Vec<String>, String) {
+    let (events, observer) = recorder();
+    let (buffer, guard) = capture_logs();
+    let report = Reconciler::new(fake.client(), config_for(APP_NS, timing), builtin_policy())
+        .with_observer(observer)
+        .run()
+        .await
+        .unwrap();
+    drop(guard);
+    let events = events.lock().unwrap().clone();
+    (report, events, logs(&buffer))
+}
+
+fn no_probe_pod_stored(fake: &Fake) {
+    fake.with_store(|s| assert!(s.objects.keys().all(|k| !k.contains("restrictor-probe-"))));
 }
 
 #[tokio::test]
 async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_bare_pods() {
-    let fake = Fake::start(chart_rbac()).await;
+    let fake = Fake::start(reconcile_rbac()).await;
     seed_workloads(&fake);
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
     let before_job = fake
-        .get(&workload_path("batch", "jobs", "cattle-system", "import"))
+        .get(&workload_path("batch", "jobs", APP_NS, "import"))
         .unwrap();
     let now = time::macros::datetime!(2026-03-04 05:06:07.891 UTC);
-    let cfg = ReconcileConfig {
-        namespaces: vec!["cattle-system".into()],
-    };
-    let report = cluster::reconcile_existing(&fake.client(), &cfg, non_compliant, now)
-        .await
-        .unwrap();
+    let report = Reconciler::new(
+        fake.client(),
+        config_for(APP_NS, quick_timing(3, 0)),
+        builtin_policy(),
+    )
+    .with_clock(Arc::new(move || now))
+    .run()
+    .await
+    .unwrap();
 
-    assert_eq!(
-        report.restarted,
-        vec![wref("Deployment", "agent"), wref("StatefulSet", "db")]
-    );
-    assert_eq!(
-        report.reported,
-        vec![wref("Job", "import"), wref("Pod", "bare")]
-    );
+    assert_agent_and_db_restarted_and_passing(&report);
+    assert_eq!(names(&report.reported), ["Job/import", "Pod/bare"]);
     assert_eq!(report.skipped, 3);
-    assert!(report.failed.is_empty());
+    assert!(
+        report.failed.is_empty() && report.still_failing.is_empty() && report.unreached.is_empty()
+    );
     let agent = fake
-        .get(&workload_path(
-            "apps",
-            "deployments",
-            "cattle-system",
-            "agent",
-        ))
+        .get(&workload_path("apps", "deployments", APP_NS, "agent"))
         .unwrap();
     assert_eq!(
         agent["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
@@ -729,13 +973,13 @@ async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_ba
         agent["spec"]["template"]["metadata"]["labels"]["app"], "agent",
         "nothing else changed"
     );
+    assert_eq!(report.restarted[0].api_version, "apps/v1");
+    assert_eq!(
+        report.restarted[0].uid,
+        agent["metadata"]["uid"].as_str().unwrap()
+    );
     let fine = fake
-        .get(&workload_path(
-            "apps",
-            "deployments",
-            "cattle-system",
-            "fine",
-        ))
+        .get(&workload_path("apps", "deployments", APP_NS, "fine"))
         .unwrap();
     assert!(
         fine["spec"]["template"]["metadata"]
@@ -743,7 +987,7 @@ async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_ba
             .is_none()
     );
     assert_eq!(
-        fake.get(&workload_path("batch", "jobs", "cattle-system", "import"))
+        fake.get(&workload_path("batch", "jobs", APP_NS, "import"))
             .unwrap(),
         before_job
     );
@@ -752,34 +996,235 @@ async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_ba
         2
     );
     assert_eq!(fake.count("patch", "daemonsets"), 0);
+    assert_eq!(
+        fake.count("create", "pods"),
+        1,
+        "one probe for the namespace"
+    );
     assert!(
         fake.calls()
             .iter()
-            .all(|c| c.namespace.as_deref() == Some("cattle-system"))
+            .all(|c| c.namespace.as_deref() == Some(APP_NS))
+    );
+    no_probe_pod_stored(&fake);
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn restarts_wait_until_the_api_server_calls_restrictor() {
+    // The API server picks up the webhook configuration only at the fourth probe.
+    let (fake, probes) = seeded_fake(|n| n >= 4).await;
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(6, 0)).await;
+
+    assert_eq!(*probes.lock().unwrap(), 4);
+    let first_restart = events
+        .iter()
+        .position(|e| e.starts_with("restarted "))
+        .expect("restarted");
+    assert_eq!(
+        events[..first_restart]
+            .iter()
+            .filter(|e| e.starts_with("waiting-for-webhook"))
+            .collect::<Vec<_>>(),
+        [
+            "waiting-for-webhook cattle-system#1",
+            "waiting-for-webhook cattle-system#2",
+            "waiting-for-webhook cattle-system#3"
+        ]
+    );
+    assert!(
+        !events[first_restart..]
+            .iter()
+            .any(|e| e.starts_with("waiting"))
+    );
+    // No patch before the probe that came back mutated.
+    let calls = fake.calls();
+    let fourth_probe = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.verb == "create" && c.resource == "pods")
+        .nth(3)
+        .unwrap()
+        .0;
+    assert!(calls[..fourth_probe].iter().all(|c| c.verb != "patch"));
+    assert_agent_and_db_restarted_and_passing(&report);
+    assert!(
+        logs.contains("waiting for the API server to call restrictor in namespace cattle-system: probe pod came back unmutated (attempt 1, next in 0.0s)"),
+        "{logs}"
+    );
+    assert!(logs.contains("attempt 3, next in 0.1s"), "{logs}");
+    no_probe_pod_stored(&fake);
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn nothing_is_restarted_while_the_probe_never_comes_back_mutated() {
+    let (fake, probes) = seeded_fake(|_| false).await;
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(3, 2)).await;
+
+    assert_eq!(
+        *probes.lock().unwrap(),
+        4,
+        "the first probe and three retries"
+    );
+    assert_eq!(
+        fake.count("patch", "deployments")
+            + fake.count("patch", "statefulsets")
+            + fake.count("patch", "daemonsets"),
+        0
+    );
+    assert!(report.restarted.is_empty());
+    assert_eq!(
+        report.unreached,
+        vec![(
+            APP_NS.to_owned(),
+            "probe pod came back unmutated".to_owned()
+        )]
+    );
+    assert_eq!(
+        names(&report.reported),
+        ["Job/import", "Pod/bare"],
+        "reporting needs no webhook"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("waiting-for-webhook"))
+            .count(),
+        3
+    );
+    assert!(events.contains(&"webhook-unreached cattle-system".to_owned()));
+    for attempt in 1..=3 {
+        assert!(
+            logs.contains(&format!("waiting for the API server to call restrictor in namespace cattle-system: probe pod came back unmutated (attempt {attempt}, next in")),
+            "{logs}"
+        );
+    }
+    assert!(logs.contains("gave up waiting for the API server to call restrictor in namespace cattle-system: probe pod came back unmutated (attempt 4); nothing restarted there"), "{logs}");
+    no_probe_pod_stored(&fake);
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_restart_whose_new_pods_still_fail_is_retried_then_reported() {
+    let fake = Fake::start(reconcile_rbac()).await;
+    fake.put(
+        &workload_path("apps", "deployments", APP_NS, "agent"),
+        workload("apps/v1", "Deployment", APP_NS, "agent", false),
+    );
+    webhook_answers(&fake, Arc::default(), |_| true);
+    // The first rollout's pod is created unmutated (the pod webhook was not called for it); the
+    // second one's pods are refused.
+    let denied = "pods \"agent-2f7c9-x\" is forbidden: admission webhook \"workloads.restrictor.dev\" denied the request: hostPath volumes";
+    let _controllers = controller(
+        &fake,
+        |pod, rollout| (rollout == 1).then(|| pod.clone()),
+        denied,
+    );
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(3, 1)).await;
+
+    assert_eq!(
+        fake.count("patch", "deployments"),
+        2,
+        "restarted, then once more: bounded"
+    );
+    assert_eq!(names(&report.restarted), ["Deployment/agent"]);
+    assert!(report.verified.is_empty());
+    assert_eq!(report.still_failing.len(), 1);
+    assert_eq!(
+        report.still_failing[0].1,
+        format!("the controller cannot create its pods: {denied}")
+    );
+    assert_eq!(
+        events,
+        [
+            "restarted Deployment/agent",
+            "still-failing Deployment/agent",
+            "restarted Deployment/agent",
+            "still-failing Deployment/agent"
+        ]
+    );
+    assert!(logs.contains("restarted workload still fails"), "{logs}");
+    assert!(
+        logs.contains("new pod agent-1f7c9-p1 fails restricted"),
+        "{logs}"
+    );
+    assert!(logs.contains(denied), "{logs}");
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_namespace_the_policy_leaves_alone_gets_no_probe_and_no_restart() {
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    let policy = Policy::from_yaml(
+        "rules:\n  - name: rancher\n    match: {namespaces: [cattle-system]}\n    profile: none\n  - name: rest\n    match: {namespaces: [apps]}\n    profile: restricted\nprofiles:\n  restricted: {}\n",
+    )
+    .unwrap();
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    let config = ReconcileConfig {
+        namespaces: None,
+        timing: quick_timing(1, 0),
+    };
+    let report = Reconciler::new(fake.client(), config.clone(), policy_rx.clone())
+        .run()
+        .await
+        .unwrap();
+    assert!(report.restarted.is_empty() && report.reported.is_empty());
+    assert_eq!(fake.count("create", "pods"), 0);
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| c.namespace.as_deref() == Some("apps")),
+        "the literal namespace of the live policy"
+    );
+
+    // A policy change reaches the next reconcile: now cattle-system gets a profile.
+    policy_tx.send_replace(Arc::new(Policy::builtin()));
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let report = Reconciler::new(fake.client(), config, policy_rx)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&report.restarted),
+        ["Deployment/agent", "StatefulSet/db"]
     );
     fake.assert_no_unexpected();
 }
 
 #[tokio::test]
 async fn reconcile_as_leader_takes_and_releases_the_lease() {
-    let fake = Fake::start(chart_rbac()).await;
+    let fake = Fake::start(reconcile_rbac()).await;
     seed_workloads(&fake);
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
     let (ready_tx, ready_rx) = watch::channel(false);
-    let cfg = ReconcileConfig {
-        namespaces: vec!["cattle-system".into()],
-    };
+    let (events, observer) = recorder();
     let task = tokio::spawn(cluster::reconcile_as_leader(
         fake.client(),
         LeaseConfig::new(NS, LEASE, "restrictor-0"),
-        cfg,
-        non_compliant,
+        config_for(APP_NS, quick_timing(3, 0)),
+        builtin_policy(),
         ready_rx,
+        observer,
     ));
     tokio::time::sleep(StdDuration::from_millis(100)).await;
     assert_eq!(fake.calls().len(), 0, "nothing before the webhook is ready");
     ready_tx.send_replace(true);
     let report = task.await.unwrap().unwrap().expect("reconciled");
     assert_eq!(report.restarted.len(), 2);
+    assert_eq!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("restarted"))
+            .count(),
+        2
+    );
     let lease = fake.get(LEASE_PATH).expect("lease created");
     assert!(
         lease["spec"].get("holderIdentity").is_none(),
@@ -858,15 +1303,12 @@ async fn forbidden_gives_one_clear_message() {
 
     // A namespaced one, from the reconcile.
     fake.fault("list", "deployments", 403, "Forbidden", 1, None);
-    let cfg = ReconcileConfig {
-        namespaces: vec!["cattle-system".into()],
-    };
-    let err = cluster::reconcile_existing(
-        &fake.client(),
-        &cfg,
-        non_compliant,
-        OffsetDateTime::now_utc(),
+    let err = Reconciler::new(
+        fake.client(),
+        config_for(APP_NS, quick_timing(1, 0)),
+        builtin_policy(),
     )
+    .run()
     .await
     .unwrap_err();
     assert_eq!(

@@ -10,7 +10,6 @@ use crate::cluster::{
     self, LeaseConfig, ReconcileConfig, SelfManagedCerts, SelfManagedConfig, reconcile_as_leader,
 };
 use crate::policy::Policy;
-use crate::pss::{self, Level};
 use crate::server::{self, ServeArgs, Server, TlsSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,15 +137,14 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             Some(client) => client,
             None => client().await?,
         };
-        let namespaces = if command.reconcile_namespaces.is_empty() {
-            let policy = match &command.server.policy {
-                Some(path) => Policy::load(path)?,
-                None => Policy::builtin(),
-            };
-            policy.literal_namespaces()
-        } else {
-            command.reconcile_namespaces.clone()
+        let policy = match &command.server.policy {
+            Some(path) => Policy::load(path)?,
+            None => Policy::builtin(),
         };
+        // The server helper replaces this with the server's live policy channel.
+        let (_policy_tx, policy_rx) = watch::channel(std::sync::Arc::new(policy));
+        let namespaces = (!command.reconcile_namespaces.is_empty())
+            .then(|| command.reconcile_namespaces.clone());
         let identity = command
             .pod_name
             .clone()
@@ -169,11 +167,12 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             std::future::pending::<()>().await;
         }));
         background.push(tokio::spawn(async move {
-            let non_compliant = |object: &serde_json::Value| {
-                pss::check_object(object, Level::Restricted).is_some_and(|v| !v.is_empty())
+            let _policy_tx = _policy_tx;
+            let config = ReconcileConfig {
+                namespaces,
+                ..Default::default()
             };
-            let config = ReconcileConfig { namespaces };
-            match reconcile_as_leader(client, lease, config, non_compliant, ready_rx).await {
+            match reconcile_as_leader(client, lease, config, policy_rx, ready_rx, |_| {}).await {
                 Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),

@@ -88,6 +88,10 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "lost the reconcile lease {lease:?} to another replica; stopped before restarting more workloads"
+    )]
+    LeaseLost { lease: String },
     #[error("certificate material: {0}")]
     Cert(#[from] CertError),
     #[error("{0}")]
@@ -124,6 +128,16 @@ impl ClusterError {
     }
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(404)
+    }
+    /// Whether an admission webhook (restrictor or another) refused the request. The API server
+    /// answers such a refusal with the webhook's status, 403 by default, which is no RBAC problem.
+    pub fn is_admission_denial(&self) -> bool {
+        match self {
+            Self::Forbidden { message, .. } | Self::Api { message, .. } => {
+                message.contains("admission webhook") && message.contains("denied the request")
+            }
+            _ => false,
+        }
     }
 }
 

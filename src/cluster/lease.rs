@@ -4,8 +4,11 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
+use std::sync::Arc;
+
 use time::{Duration, OffsetDateTime};
-use tracing::{debug, info};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
 
 use super::errors::{ApiCall, ClusterError, call};
 use super::{Clock, system_clock};
@@ -71,10 +74,6 @@ impl LeaderElector {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
-    }
-
-    pub fn config(&self) -> &LeaseConfig {
-        &self.config
     }
 
     fn call(&self, verb: &'static str) -> ApiCall {
@@ -184,5 +183,62 @@ impl LeaderElector {
             Err(e) if e.is_conflict() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A lease this replica holds, renewed in the background until dropped. Whoever acts under it
+/// checks [`LeaseHold::is_held`] before each write, so a replica that lost the lease (another one
+/// took it over after renewals failed for a whole lease duration) stops instead of acting beside
+/// the new holder.
+pub(crate) struct LeaseHold {
+    held: watch::Receiver<bool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseHold {
+    /// Starts renewing `elector`'s lease, which the caller has just acquired.
+    pub(crate) fn start(elector: Arc<LeaderElector>) -> Self {
+        let (held_tx, held) = watch::channel(true);
+        let lease_duration = std::time::Duration::try_from(elector.config.lease_duration)
+            .unwrap_or(std::time::Duration::from_secs(15));
+        let renew_every = (lease_duration / 3).max(std::time::Duration::from_secs(1));
+        let renewer = tokio::spawn(async move {
+            let mut renewed = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(renew_every).await;
+                // A conflict (someone touched the Lease) reads as "not acquired": read it once more
+                // before concluding that another replica holds it.
+                let outcome = match elector.try_acquire().await {
+                    Ok(false) => elector.try_acquire().await,
+                    other => other,
+                };
+                match outcome {
+                    Ok(true) => renewed = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        warn!(lease = %elector.config.lease_name, "lost the reconcile lease to another replica");
+                        held_tx.send_replace(false);
+                        return;
+                    }
+                    Err(e) if renewed.elapsed() >= lease_duration => {
+                        error!(error = %e, lease = %elector.config.lease_name, "could not renew the reconcile lease for a whole lease duration; another replica may hold it now");
+                        held_tx.send_replace(false);
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "cannot renew the reconcile lease; retrying"),
+                }
+            }
+        });
+        Self { held, renewer }
+    }
+
+    /// A receiver that turns false when the lease is lost.
+    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
+        self.held.clone()
+    }
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.renewer.abort();
     }
 }

@@ -13,30 +13,34 @@
 //! // ready = serving_rx.borrow().is_some() && *injected_rx.borrow()
 //! if reconcile_existing {
 //!     let lease = LeaseConfig::new(ns, lease_name, pod_name);
-//!     let predicate = |obj: &serde_json::Value| {
-//!         crate::pss::check_object(obj, Level::Restricted).is_some_and(|v| !v.is_empty())
-//!     };
-//!     tokio::spawn(async move {
-//!         reconcile_as_leader(client, lease, ReconcileConfig { namespaces }, predicate, injected_rx).await
-//!     });
+//!     // `policy_rx`: the server's `watch::Receiver<Arc<Policy>>`, so a reload reaches the reconcile.
+//!     let config = ReconcileConfig { namespaces, ..Default::default() };
+//!     tokio::spawn(reconcile_as_leader(client, lease, config, policy_rx, injected_rx, |event| {
+//!         // count event.action(), post a Kubernetes Event on event.workload()
+//!     }));
 //! }
 //! // `restrictor uninstall`: cluster::uninstall(client, &webhook_config).await?
 //! ```
 //!
 //! # API calls (what the chart's RBAC must grant)
 //!
-//! * `secrets` in the own namespace: `get`, `update`, `watch` (name `--secret`, watched with a
-//!   `metadata.name` field selector), `create` (cannot be limited by name).
-//! * `mutatingwebhookconfigurations.admissionregistration.k8s.io`: `get`, `patch`, `watch` (by
-//!   name, field selector) for serving; `delete` for uninstall.
+//! * `secrets` in the own namespace: `get`, `update`, `list` + `watch` (name `--secret`: the
+//!   watcher lists and watches with a `metadata.name` field selector, which RBAC authorizes by
+//!   name), `create` (cannot be limited by name).
+//! * `mutatingwebhookconfigurations.admissionregistration.k8s.io`: `get`, `patch`, `list` +
+//!   `watch` (by name, field selector) for serving; `delete` for uninstall.
 //! * `leases.coordination.k8s.io` in the own namespace: `get`, `update` (name `--lease-name`),
 //!   `create`.
 //! * Reconcile only: `list` of `deployments`, `statefulsets`, `daemonsets` (apps) with `patch` of
-//!   them; `list` of `jobs` (batch) and `pods`, in the reconciled namespaces.
+//!   them; `list` of `jobs` (batch) and `pods`; `create` of `pods`, always with `dryRun=All` (the
+//!   admission probe); `list` of `events` (why a restarted workload's pods were not created); in
+//!   the reconciled namespaces.
 
 pub mod errors;
 pub mod lease;
+pub mod probe;
 pub mod reconcile;
+mod rollout;
 mod secret;
 pub mod webhook_config;
 
@@ -46,7 +50,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, WatchEvent, WatchParams};
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
@@ -56,7 +61,8 @@ use crate::certs::{self, CertPolicy, Phase, ServingPem, Step};
 pub use errors::{ApiCall, ClusterError};
 pub use lease::{LeaderElector, LeaseConfig};
 pub use reconcile::{
-    ReconcileConfig, ReconcileReport, WorkloadRef, reconcile_as_leader, reconcile_existing,
+    BackoffConfig, ReconcileConfig, ReconcileEvent, ReconcileReport, ReconcileTiming, Reconciler,
+    WorkloadRef, reconcile_as_leader,
 };
 pub use webhook_config::uninstall;
 
@@ -111,8 +117,6 @@ pub struct SyncOutcome {
     pub injected: bool,
     /// When the schedule needs another pass (`None`: only an event can make progress).
     pub next_deadline: Option<OffsetDateTime>,
-    /// `notAfter` of the published serving certificate (for the expiry metric).
-    pub serving_not_after: Option<OffsetDateTime>,
 }
 
 /// The self-managed TLS task: keeps the Secret, the published serving material and the webhook
@@ -177,9 +181,6 @@ impl SelfManagedCerts {
                     phase: stored.state.phase(),
                     injected: is_injected,
                     next_deadline: plan.next_deadline,
-                    serving_not_after: certs::parse_validity(&stored.state.serving.cert)
-                        .ok()
-                        .map(|v| v.not_after),
                 });
             };
             let next = stored.state.apply(step, &self.dns_names, now, policy)?;
@@ -212,10 +213,9 @@ impl SelfManagedCerts {
         injected: watch::Sender<bool>,
     ) {
         let poke = Arc::new(Notify::new());
-        let field = |name: &str| format!("metadata.name={name}");
         let secret_watch = tokio::spawn(watch_named(
             self.secrets.clone(),
-            field(&self.config.secret_name),
+            self.config.secret_name.clone(),
             ApiCall::new("watch", "", "secrets")
                 .name(&self.config.secret_name)
                 .namespace(&self.config.namespace),
@@ -223,7 +223,7 @@ impl SelfManagedCerts {
         ));
         let webhook_watch = tokio::spawn(watch_named(
             self.webhooks.clone(),
-            field(&self.config.webhook_config_name),
+            self.config.webhook_config_name.clone(),
             webhook_config::api_call("watch", &self.config.webhook_config_name),
             poke.clone(),
         ));
@@ -275,56 +275,50 @@ fn publish(serving: &watch::Sender<Option<ServingPem>>, state: &certs::CertState
     }
 }
 
-/// Watches one object by name (field selector) and pokes `notify` on every change; re-watches
-/// from the last seen `resourceVersion` when the stream ends, from scratch after 410 Gone.
-async fn watch_named<K>(api: Api<K>, field_selector: String, what: ApiCall, notify: Arc<Notify>)
+/// Watches one object by name (a `metadata.name` field selector, so RBAC can limit the list and
+/// the watch to that name) and pokes `notify` whenever it changes, appears or disappears.
+/// `kube::runtime::watcher` lists, watches from the listed `resourceVersion`, re-lists after 410
+/// Gone, and its default backoff spaces out retries while the API server refuses.
+async fn watch_named<K>(api: Api<K>, name: String, what: ApiCall, notify: Arc<Notify>)
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut version = "0".to_string();
-    let mut backoff = std::time::Duration::from_secs(1);
-    loop {
-        let params = WatchParams::default().fields(&field_selector).timeout(290);
-        match api.watch(&params, &version).await {
-            Ok(stream) => {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(
-                            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o),
-                        ) => {
-                            if let Some(rv) = o.meta().resource_version.clone() {
-                                version = rv;
-                            }
-                            backoff = std::time::Duration::from_secs(1);
-                            notify.notify_one();
-                        }
-                        Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
-                        Ok(WatchEvent::Error(status)) => {
-                            if status.code == 410 {
-                                version = "0".to_string();
-                            } else {
-                                warn!(error = %ClusterError::from_kube(what.clone(), kube::Error::Api(status)), "watch error");
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            debug!(error = %ClusterError::from_kube(what.clone(), e), "watch stream ended");
-                            break;
-                        }
-                    }
-                }
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                notify.notify_one();
             }
-            Err(e) => {
-                let e = ClusterError::from_kube(what.clone(), e);
-                if e.code() == Some(410) {
-                    version = "0".to_string();
-                } else {
-                    warn!(error = %e, "cannot watch");
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
-                }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(error) => {
+                warn!(error = %watch_error(&what, error), "watch failed; retrying with backoff")
             }
         }
-        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// The watcher's error with the call it came from (a 403 names the missing permission).
+fn watch_error(what: &ApiCall, error: watcher::Error) -> ClusterError {
+    match error {
+        watcher::Error::InitialListFailed(e) => {
+            let list = ApiCall {
+                verb: "list",
+                ..what.clone()
+            };
+            ClusterError::from_kube(list, e)
+        }
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            ClusterError::from_kube(what.clone(), e)
+        }
+        watcher::Error::WatchError(status) => {
+            ClusterError::from_kube(what.clone(), kube::Error::Api(status))
+        }
+        other => ClusterError::Other(format!(
+            "{} {} {}: {other}",
+            what.verb,
+            what.group_resource(),
+            what.target()
+        )),
     }
 }

@@ -1,9 +1,17 @@
 //! Reconcile of workloads created before restrictor: restart the non-compliant ones the way
-//! `kubectl rollout restart` does, so the UPDATE passes through the webhook; report what cannot be
-//! restarted (Jobs, bare Pods).
+//! `kubectl rollout restart` does, so their new pods pass the webhook; report what cannot be
+//! restarted (Jobs, bare Pods) or could not pass anyway (what restrictor would deny).
+//!
+//! Order per round: read the live policy; per namespace, list and classify; probe until the API
+//! server sends the namespace's pods to restrictor ([`super::probe`]); restart; then check that the
+//! new pods pass ([`super::rollout`]). Workloads whose new pods still fail are restarted again in
+//! a later round, a bounded number of times.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -11,27 +19,92 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::errors::{ApiCall, ClusterError, call};
-use super::lease::{LeaderElector, LeaseConfig};
+use super::lease::{LeaderElector, LeaseConfig, LeaseHold};
+use super::rollout::{self, Restarted, Rollout};
+use super::{Clock, probe, system_clock};
+use crate::engine::{self, Context};
+use crate::policy::Policy;
+use crate::pss::{self, Level};
+use crate::workload::{PodTemplate, WorkloadKind};
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+/// The label by which a pod opts out of the webhook (the chart's objectSelector).
+const OPT_OUT_LABEL: &str = "restrictor.dev/ignore";
 
 /// Configuration of the reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileConfig {
-    /// Namespaces to reconcile (those the policy's rules match).
-    pub namespaces: Vec<String>,
+    /// Namespaces to reconcile; `None`: the live policy's [`Policy::literal_namespaces`], read
+    /// afresh each round.
+    pub namespaces: Option<Vec<String>>,
+    pub timing: ReconcileTiming,
 }
 
-/// One workload.
+/// How long the reconcile waits for what, each wait an exponential backoff (factor 2).
+#[derive(Debug, Clone)]
+pub struct ReconcileTiming {
+    /// Probes per namespace: first and longest wait, and how many waits before giving up.
+    pub probe: BackoffConfig,
+    /// Checks of a restart's new pods.
+    pub rollout: BackoffConfig,
+    /// Rounds that restart again what still fails, and the wait before each.
+    pub retry: BackoffConfig,
+}
+
+/// An exponential backoff: `first`, doubling up to `max`, `times` waits in all.
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffConfig {
+    pub first: Duration,
+    pub max: Duration,
+    pub times: usize,
+}
+
+impl BackoffConfig {
+    fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.first)
+            .with_max_delay(self.max)
+            .with_max_times(self.times)
+            .build()
+    }
+}
+
+impl Default for ReconcileTiming {
+    /// Probes for about 10 minutes (a webhook configuration normally reaches the API server in
+    /// seconds), checks rollouts for about 4 minutes, restarts what still fails twice more.
+    fn default() -> Self {
+        Self {
+            probe: BackoffConfig {
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                times: 15,
+            },
+            rollout: BackoffConfig {
+                first: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+                times: 8,
+            },
+            retry: BackoffConfig {
+                first: Duration::from_secs(30),
+                max: Duration::from_secs(300),
+                times: 2,
+            },
+        }
+    }
+}
+
+/// One workload, as a Kubernetes Event's `involvedObject` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadRef {
+    pub api_version: &'static str,
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
+    pub uid: String,
 }
 
 impl std::fmt::Display for WorkloadRef {
@@ -40,17 +113,90 @@ impl std::fmt::Display for WorkloadRef {
     }
 }
 
+/// Something the reconcile did or saw, as it happens (for metrics and Kubernetes Events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileEvent<'a> {
+    /// A Deployment, StatefulSet or DaemonSet was given a rollout restart.
+    Restarted(&'a WorkloadRef),
+    /// A non-compliant Job or bare Pod: reported, not touched.
+    Reported(&'a WorkloadRef),
+    /// Restrictor would deny the workload's pods: not restarted (its running pods stay).
+    Unfixable {
+        workload: &'a WorkloadRef,
+        reason: &'a str,
+    },
+    /// The restart patch failed (the object vanished or changed, or a webhook refused it).
+    RestartFailed {
+        workload: &'a WorkloadRef,
+        error: &'a str,
+    },
+    /// The probe in `namespace` did not come back mutated; the next attempt follows `next_in`.
+    WaitingForWebhook {
+        namespace: &'a str,
+        attempt: u32,
+        reason: &'a str,
+        next_in: Duration,
+    },
+    /// The probe never came back mutated: nothing in `namespace` was restarted.
+    WebhookUnreached { namespace: &'a str, reason: &'a str },
+    /// The restarted workload's new pods pass restricted.
+    Verified(&'a WorkloadRef),
+    /// The restarted workload's new pods still fail, or never appeared.
+    StillFailing {
+        workload: &'a WorkloadRef,
+        reason: &'a str,
+    },
+}
+
+impl ReconcileEvent<'_> {
+    /// A short label for metrics: `restarted`, `reported`, `unfixable`, `failed`,
+    /// `waiting-for-webhook`, `webhook-unreached`, `verified`, `still-failing`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Restarted(_) => "restarted",
+            Self::Reported(_) => "reported",
+            Self::Unfixable { .. } => "unfixable",
+            Self::RestartFailed { .. } => "failed",
+            Self::WaitingForWebhook { .. } => "waiting-for-webhook",
+            Self::WebhookUnreached { .. } => "webhook-unreached",
+            Self::Verified(_) => "verified",
+            Self::StillFailing { .. } => "still-failing",
+        }
+    }
+
+    /// The workload the event is about (none for the namespace-wide probe events).
+    pub fn workload(&self) -> Option<&WorkloadRef> {
+        match self {
+            Self::Restarted(w) | Self::Reported(w) | Self::Verified(w) => Some(w),
+            Self::Unfixable { workload, .. }
+            | Self::RestartFailed { workload, .. }
+            | Self::StillFailing { workload, .. } => Some(workload),
+            Self::WaitingForWebhook { .. } | Self::WebhookUnreached { .. } => None,
+        }
+    }
+}
+
 /// What the reconcile did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
-    /// Non-compliant Deployments, StatefulSets and DaemonSets given a rollout restart.
+    /// Deployments, StatefulSets and DaemonSets given a rollout restart (once each, however many
+    /// rounds restarted them).
     pub restarted: Vec<WorkloadRef>,
     /// Non-compliant Jobs and bare Pods: reported, not touched.
     pub reported: Vec<WorkloadRef>,
-    /// Objects left alone: compliant, being deleted, or Pods owned by a controller.
+    /// Workloads whose pods restrictor would deny, with the reason: not restarted.
+    pub unfixable: Vec<(WorkloadRef, String)>,
+    /// Objects left alone: compliant, opted out, left alone by the policy, being deleted, or
+    /// Pods owned by a controller.
     pub skipped: usize,
-    /// Restarts that failed (the object vanished or changed); the reconcile went on.
+    /// Restarts that failed (the object vanished or changed, or a webhook refused the patch).
     pub failed: Vec<(WorkloadRef, String)>,
+    /// Namespaces whose probe never came back mutated, with the last reason: nothing restarted.
+    pub unreached: Vec<(String, String)>,
+    /// Restarted workloads whose new pods pass restricted.
+    pub verified: Vec<WorkloadRef>,
+    /// Restarted workloads whose new pods still failed after the last round, with the reason.
+    pub still_failing: Vec<(WorkloadRef, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -62,6 +208,7 @@ enum Action {
 struct Kind {
     group: &'static str,
     version: &'static str,
+    api_version: &'static str,
     kind: &'static str,
     plural: &'static str,
     action: Action,
@@ -71,6 +218,7 @@ const KINDS: [Kind; 5] = [
     Kind {
         group: "apps",
         version: "v1",
+        api_version: "apps/v1",
         kind: "Deployment",
         plural: "deployments",
         action: Action::Restart,
@@ -78,6 +226,7 @@ const KINDS: [Kind; 5] = [
     Kind {
         group: "apps",
         version: "v1",
+        api_version: "apps/v1",
         kind: "StatefulSet",
         plural: "statefulsets",
         action: Action::Restart,
@@ -85,6 +234,7 @@ const KINDS: [Kind; 5] = [
     Kind {
         group: "apps",
         version: "v1",
+        api_version: "apps/v1",
         kind: "DaemonSet",
         plural: "daemonsets",
         action: Action::Restart,
@@ -92,6 +242,7 @@ const KINDS: [Kind; 5] = [
     Kind {
         group: "batch",
         version: "v1",
+        api_version: "batch/v1",
         kind: "Job",
         plural: "jobs",
         action: Action::Report,
@@ -99,6 +250,7 @@ const KINDS: [Kind; 5] = [
     Kind {
         group: "",
         version: "v1",
+        api_version: "v1",
         kind: "Pod",
         plural: "pods",
         action: Action::Report,
@@ -106,18 +258,12 @@ const KINDS: [Kind; 5] = [
 ];
 
 impl Kind {
-    fn api_resource(&self) -> ApiResource {
-        ApiResource::from_gvk_with_plural(
+    fn api(&self, client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(self.group, self.version, self.kind),
             self.plural,
-        )
-    }
-    fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        );
+        Api::namespaced_with(client.clone(), namespace, &resource)
     }
 }
 
@@ -130,14 +276,13 @@ pub fn restarted_at_value(now: OffsetDateTime) -> String {
 }
 
 /// Lists all objects of `kind` in `namespace` (paginated), each as JSON with `apiVersion`/`kind`
-/// filled in (list items omit them) so the predicate can classify it.
+/// filled in (list items omit them).
 async fn list_all(
     client: &kube::Client,
     kind: &Kind,
     namespace: &str,
-) -> Result<Vec<(DynamicObject, Value)>, ClusterError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+) -> Result<Vec<Value>, ClusterError> {
+    let api = kind.api(client, namespace);
     let mut out = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
@@ -151,10 +296,10 @@ async fn list_all(
             let mut value = serde_json::to_value(&item)
                 .map_err(|e| ClusterError::Other(format!("re-encoding a {}: {e}", kind.kind)))?;
             if let Some(obj) = value.as_object_mut() {
-                obj.insert("apiVersion".into(), Value::String(kind.api_version()));
-                obj.insert("kind".into(), Value::String(kind.kind.into()));
+                obj.insert("apiVersion".into(), json!(kind.api_version));
+                obj.insert("kind".into(), json!(kind.kind));
             }
-            out.push((item, value));
+            out.push(value);
         }
         match token {
             Some(t) => params = params.continue_token(&t),
@@ -163,144 +308,510 @@ async fn list_all(
     }
 }
 
-/// Reconciles the workloads of `config.namespaces` once. `non_compliant(object)` says whether an
-/// object's pod template fails the policy (main passes the PSS "restricted" checker). Deployments,
-/// StatefulSets and DaemonSets it flags get the template annotation
-/// `kubectl.kubernetes.io/restartedAt: <now>` (strategic merge patch of only that annotation);
-/// flagged Jobs and Pods without ownerReferences are logged and counted, never touched.
-///
-/// A 403 stops the reconcile with [`ClusterError::Forbidden`]; other failures to patch one workload
-/// are recorded in [`ReconcileReport::failed`] and the reconcile goes on.
-pub async fn reconcile_existing<F>(
-    client: &kube::Client,
-    config: &ReconcileConfig,
-    non_compliant: F,
-    now: OffsetDateTime,
-) -> Result<ReconcileReport, ClusterError>
-where
-    F: Fn(&Value) -> bool,
-{
-    let mut report = ReconcileReport::default();
-    let stamp = restarted_at_value(now);
-    for namespace in &config.namespaces {
-        for kind in &KINDS {
-            for (object, value) in list_all(client, kind, namespace).await? {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                let workload = WorkloadRef {
-                    kind: kind.kind,
-                    namespace: namespace.clone(),
-                    name: name.clone(),
+/// What to do with one listed object.
+enum Verdict {
+    Skip,
+    Report,
+    Unfixable(String),
+    /// Restart; the workload's pod template as a Pod (the probe mirrors it).
+    Restart(Value),
+}
+
+/// The pod a workload's controller creates from its template, as a Pod object.
+fn pod_of(kind: &Kind, object: &Value) -> Option<Value> {
+    let workload_kind = WorkloadKind::from_type(kind.api_version, kind.kind)?;
+    let template = PodTemplate::locate_as(object, workload_kind)?;
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": template.metadata.cloned().unwrap_or_else(|| json!({})),
+        "spec": template.spec,
+    }))
+}
+
+/// A workload needs a restart when the pods its template makes fail restricted and the policy
+/// gives those pods (kind Pod, the template's labels and images, in its namespace) a profile: the
+/// host only ever sees pods, restrictor mutates every pod it is given at creation, and a pod the
+/// policy leaves alone would come back from a restart exactly as it is. If restrictor would deny
+/// those pods, a restart would only replace running pods by none: reported instead.
+fn classify(policy: &Policy, kind: &Kind, namespace: &str, object: &Value) -> Verdict {
+    let metadata = &object["metadata"];
+    let deleting = !metadata["deletionTimestamp"].is_null();
+    let owned = metadata["ownerReferences"]
+        .as_array()
+        .is_some_and(|o| !o.is_empty());
+    if deleting || (kind.kind == "Pod" && owned) {
+        return Verdict::Skip;
+    }
+    let Some(pod) = pod_of(kind, object) else {
+        return Verdict::Skip;
+    };
+    if pod["metadata"]["labels"][OPT_OUT_LABEL] == "true" {
+        return Verdict::Skip;
+    }
+    if pss::check_object(&pod, Level::Restricted).is_none_or(|v| v.is_empty()) {
+        return Verdict::Skip;
+    }
+    let mut mutated = pod.clone();
+    let Some(evaluation) = engine::evaluate(
+        policy,
+        &mut mutated,
+        WorkloadKind::Pod,
+        namespace,
+        Context::CREATE,
+    ) else {
+        return Verdict::Skip;
+    };
+    match (kind.action, evaluation.outcome.denial) {
+        (Action::Report, _) => Verdict::Report,
+        (Action::Restart, Some(denial)) => Verdict::Unfixable(denial.to_string()),
+        (Action::Restart, None) => Verdict::Restart(pod),
+    }
+}
+
+fn workload_ref(kind: &Kind, namespace: &str, object: &Value) -> WorkloadRef {
+    let text = |key: &str| {
+        object["metadata"][key]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    WorkloadRef {
+        api_version: kind.api_version,
+        kind: kind.kind,
+        namespace: namespace.to_owned(),
+        name: text("name"),
+        uid: text("uid"),
+    }
+}
+
+type Observer = Arc<dyn Fn(&ReconcileEvent<'_>) + Send + Sync>;
+
+/// Reconciles existing workloads against the live policy; see the module documentation.
+pub struct Reconciler {
+    client: kube::Client,
+    config: ReconcileConfig,
+    policy: watch::Receiver<Arc<Policy>>,
+    observer: Observer,
+    clock: Clock,
+    /// Turns false when the lease this reconcile runs under is lost.
+    leadership: Option<(String, watch::Receiver<bool>)>,
+}
+
+/// A workload to restart in this round.
+struct Candidate {
+    kind: &'static Kind,
+    workload: WorkloadRef,
+    object: Value,
+    pod: Value,
+}
+
+impl Reconciler {
+    pub fn new(
+        client: kube::Client,
+        config: ReconcileConfig,
+        policy: watch::Receiver<Arc<Policy>>,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            policy,
+            observer: Arc::new(|_: &ReconcileEvent<'_>| {}),
+            clock: system_clock(),
+            leadership: None,
+        }
+    }
+
+    /// Calls `observer` with every [`ReconcileEvent`] as it happens.
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&ReconcileEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Arc::new(observer);
+        self
+    }
+
+    /// Replaces the clock (the `restartedAt` stamps).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn emit(&self, event: ReconcileEvent<'_>) {
+        (self.observer)(&event);
+    }
+
+    /// The lease this reconcile ran under, if it has been lost.
+    fn lost_lease(&self) -> Option<&str> {
+        match &self.leadership {
+            Some((lease, held)) if !*held.borrow() => Some(lease),
+            _ => None,
+        }
+    }
+
+    /// Runs every round; a 403 (RBAC) or a lost lease stops it with an error.
+    pub async fn run(&self) -> Result<ReconcileReport, ClusterError> {
+        let mut report = ReconcileReport::default();
+        let mut retry: Option<BTreeSet<String>> = None;
+        let mut retry_delays = self.config.timing.retry.delays();
+        loop {
+            let policy = self.policy.borrow().clone();
+            let namespaces = self
+                .config
+                .namespaces
+                .clone()
+                .unwrap_or_else(|| policy.literal_namespaces());
+            let mut restarted = Vec::new();
+            for namespace in &namespaces {
+                let candidates = self
+                    .survey(&policy, namespace, retry.as_ref(), &mut report)
+                    .await?;
+                let Some(first) = candidates.first() else {
+                    continue;
                 };
-                let owned = object
-                    .metadata
-                    .owner_references
-                    .as_ref()
-                    .is_some_and(|o| !o.is_empty());
-                let deleting = object.metadata.deletion_timestamp.is_some();
-                if deleting || (kind.kind == "Pod" && owned) || !non_compliant(&value) {
-                    report.skipped += 1;
+                let delays = self.config.timing.probe.delays();
+                let reached = probe::wait_until_mutated(
+                    &self.client,
+                    &policy,
+                    namespace,
+                    &first.pod,
+                    delays,
+                    &*self.observer,
+                )
+                .await?;
+                if let Err(reason) = reached {
+                    self.emit(ReconcileEvent::WebhookUnreached {
+                        namespace,
+                        reason: &reason,
+                    });
+                    report.unreached.push((namespace.clone(), reason));
                     continue;
                 }
-                match kind.action {
-                    Action::Report => {
-                        warn!(workload = %workload, "non-compliant {} created before restrictor; not restartable, recreate it to pass the policy", kind.kind);
-                        report.reported.push(workload);
+                for candidate in candidates {
+                    if let Some(lease) = self.lost_lease() {
+                        return Err(ClusterError::LeaseLost {
+                            lease: lease.to_owned(),
+                        });
                     }
-                    Action::Restart => {
-                        let api: Api<DynamicObject> =
-                            Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
-                        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
-                            RESTARTED_AT_ANNOTATION: stamp,
-                        }}}}});
-                        let params = PatchParams {
-                            field_manager: Some("restrictor".into()),
-                            ..Default::default()
-                        };
-                        let result = call(
-                            ApiCall::new("patch", kind.group, kind.plural)
-                                .name(&name)
-                                .namespace(namespace),
-                            api.patch(&name, &params, &Patch::Strategic(patch)),
-                        )
-                        .await;
-                        match result {
-                            Ok(_) => {
-                                info!(workload = %workload, restarted_at = %stamp, "non-compliant workload restarted so its pods pass the webhook");
-                                if value.pointer("/spec/updateStrategy/type")
-                                    == Some(&Value::String("OnDelete".into()))
-                                {
-                                    warn!(workload = %workload, "updateStrategy OnDelete: its pods are replaced only when deleted");
-                                }
-                                report.restarted.push(workload);
-                            }
-                            Err(e @ ClusterError::Forbidden { .. }) => return Err(e),
-                            Err(e) => {
-                                warn!(workload = %workload, error = %e, "could not restart");
-                                report.failed.push((workload, e.to_string()));
-                            }
-                        }
+                    if let Some(done) = self.restart(candidate, &mut report).await? {
+                        restarted.push(done);
                     }
                 }
             }
+            let failing = self.verify(restarted, &mut report).await?;
+            if failing.is_empty() {
+                break;
+            }
+            let Some(delay) = retry_delays.next() else {
+                report.still_failing = failing
+                    .into_iter()
+                    .map(|(restart, reason)| (restart.workload, reason))
+                    .collect();
+                break;
+            };
+            info!(
+                workloads = failing.len(),
+                "restarting the workloads whose new pods still fail again in {:.0}s",
+                delay.as_secs_f64()
+            );
+            retry = Some(
+                failing
+                    .iter()
+                    .map(|(r, _)| r.workload.uid.clone())
+                    .collect(),
+            );
+            tokio::time::sleep(delay).await;
+        }
+        info!(
+            restarted = report.restarted.len(),
+            verified = report.verified.len(),
+            reported = report.reported.len(),
+            unfixable = report.unfixable.len(),
+            skipped = report.skipped,
+            failed = report.failed.len(),
+            unreached = report.unreached.len(),
+            still_failing = report.still_failing.len(),
+            "reconcile of existing workloads done"
+        );
+        Ok(report)
+    }
+
+    /// Lists and classifies `namespace`'s workloads; returns those to restart. The first round
+    /// reports and counts everything; later rounds look only at the workloads in `retry`.
+    async fn survey(
+        &self,
+        policy: &Policy,
+        namespace: &str,
+        retry: Option<&BTreeSet<String>>,
+        report: &mut ReconcileReport,
+    ) -> Result<Vec<Candidate>, ClusterError> {
+        let mut candidates = Vec::new();
+        for kind in &KINDS {
+            if retry.is_some() && kind.action == Action::Report {
+                continue;
+            }
+            for object in list_all(&self.client, kind, namespace).await? {
+                let workload = workload_ref(kind, namespace, &object);
+                if retry.is_some_and(|uids| !uids.contains(&workload.uid)) {
+                    continue;
+                }
+                match classify(policy, kind, namespace, &object) {
+                    Verdict::Skip => report.skipped += usize::from(retry.is_none()),
+                    Verdict::Report => {
+                        warn!(workload = %workload, "non-compliant {} created before restrictor; not restartable, recreate it to pass the policy", kind.kind);
+                        self.emit(ReconcileEvent::Reported(&workload));
+                        report.reported.push(workload);
+                    }
+                    Verdict::Unfixable(reason) => {
+                        warn!(workload = %workload, %reason, "non-compliant workload not restarted: restrictor would deny its pods");
+                        self.emit(ReconcileEvent::Unfixable {
+                            workload: &workload,
+                            reason: &reason,
+                        });
+                        report.unfixable.push((workload, reason));
+                    }
+                    Verdict::Restart(pod) => candidates.push(Candidate {
+                        kind,
+                        workload,
+                        object,
+                        pod,
+                    }),
+                }
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// Writes the template annotation `kubectl.kubernetes.io/restartedAt: <now>` (a strategic
+    /// merge patch of only that annotation). `None` when the patch failed for this workload only.
+    async fn restart(
+        &self,
+        candidate: Candidate,
+        report: &mut ReconcileReport,
+    ) -> Result<Option<Restarted>, ClusterError> {
+        let Candidate {
+            kind,
+            workload,
+            object,
+            ..
+        } = candidate;
+        let now = (self.clock)();
+        let at = now.replace_nanosecond(0).unwrap_or(now);
+        // A retry within the second of the previous restart would write the same value, which
+        // changes nothing and rolls nothing out.
+        let current = object
+            .pointer("/spec/template/metadata/annotations")
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .and_then(Value::as_str);
+        let mut stamp = restarted_at_value(at);
+        if current == Some(stamp.as_str()) {
+            stamp = restarted_at_value(at + time::Duration::seconds(1));
+        }
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT_ANNOTATION: stamp,
+        }}}}});
+        let params = PatchParams {
+            field_manager: Some("restrictor".into()),
+            ..Default::default()
+        };
+        let result = call(
+            ApiCall::new("patch", kind.group, kind.plural)
+                .name(&workload.name)
+                .namespace(&workload.namespace),
+            kind.api(&self.client, &workload.namespace).patch(
+                &workload.name,
+                &params,
+                &Patch::Strategic(patch),
+            ),
+        )
+        .await;
+        match result {
+            Ok(patched) => {
+                info!(workload = %workload, restarted_at = %stamp, "non-compliant workload restarted so its pods pass the webhook");
+                self.emit(ReconcileEvent::Restarted(&workload));
+                if !report.restarted.contains(&workload) {
+                    report.restarted.push(workload.clone());
+                }
+                let object = serde_json::to_value(&patched).unwrap_or(object);
+                Ok(Some(Restarted {
+                    workload,
+                    object,
+                    stamp,
+                    at,
+                }))
+            }
+            Err(e @ ClusterError::Forbidden { .. }) if !e.is_admission_denial() => Err(e),
+            Err(e) => {
+                let error = e.to_string();
+                warn!(workload = %workload, %error, "could not restart");
+                self.emit(ReconcileEvent::RestartFailed {
+                    workload: &workload,
+                    error: &error,
+                });
+                report.failed.push((workload, error));
+                Ok(None)
+            }
         }
     }
-    info!(
-        restarted = report.restarted.len(),
-        reported = report.reported.len(),
-        skipped = report.skipped,
-        failed = report.failed.len(),
-        "reconcile of existing workloads done"
-    );
-    Ok(report)
+
+    /// Checks the new pods of every restart until each passes or fails, or the checks run out.
+    /// Returns the failing ones with the reason.
+    async fn verify(
+        &self,
+        restarted: Vec<Restarted>,
+        report: &mut ReconcileReport,
+    ) -> Result<Vec<(Restarted, String)>, ClusterError> {
+        let mut pending = Vec::new();
+        for restart in restarted {
+            match rollout::no_new_pods_expected(&restart.object) {
+                Some(why) => {
+                    warn!(workload = %restart.workload, "restarted, but no new pods to check: {why}")
+                }
+                None => pending.push(restart),
+            }
+        }
+        let mut failing = Vec::new();
+        let mut delays = self.config.timing.rollout.delays();
+        let mut waited = Duration::ZERO;
+        while !pending.is_empty() {
+            let Some(delay) = delays.next() else {
+                let reason = format!(
+                    "no pod of the restarted template appeared within {:.1}s",
+                    waited.as_secs_f64()
+                );
+                failing.extend(pending.drain(..).map(|r| (r, reason.clone())));
+                break;
+            };
+            tokio::time::sleep(delay).await;
+            waited += delay;
+            let mut still_pending = Vec::new();
+            for restart in pending {
+                match rollout::check(&self.client, &restart).await? {
+                    Rollout::Passing => {
+                        info!(workload = %restart.workload, "the restarted workload's new pods pass restricted");
+                        self.emit(ReconcileEvent::Verified(&restart.workload));
+                        report.verified.push(restart.workload.clone());
+                    }
+                    Rollout::Failing(reason) => failing.push((restart, reason)),
+                    Rollout::Pending => still_pending.push(restart),
+                }
+            }
+            pending = still_pending;
+        }
+        for (restart, reason) in &failing {
+            warn!(workload = %restart.workload, %reason, "restarted workload still fails");
+            self.emit(ReconcileEvent::StillFailing {
+                workload: &restart.workload,
+                reason,
+            });
+        }
+        Ok(failing)
+    }
 }
 
-/// Waits until `ready` is true (the caBundle is injected, so restarted pods pass the webhook),
-/// takes the Lease (waiting while another replica holds it), reconciles once, and releases it.
-/// The lease is renewed while the reconcile runs. A later run by another replica is harmless: the
-/// UPDATE made templates compliant, so nothing is restarted twice.
+/// Waits until `ready` is true (this replica serves reviews with its certificate injected), takes
+/// the Lease (waiting while another replica holds it), reconciles under it with the live `policy`,
+/// and releases it. The lease is renewed while the reconcile runs, and the reconcile stops before
+/// its next restart if the lease is lost. A later run by another replica is harmless: the restarts
+/// made templates compliant, so nothing is restarted twice.
 ///
 /// Returns `Ok(None)` when `ready`'s sender is dropped before becoming true.
-pub async fn reconcile_as_leader<F>(
+pub async fn reconcile_as_leader(
     client: kube::Client,
     lease: LeaseConfig,
     config: ReconcileConfig,
-    non_compliant: F,
+    policy: watch::Receiver<Arc<Policy>>,
     mut ready: watch::Receiver<bool>,
-) -> Result<Option<ReconcileReport>, ClusterError>
-where
-    F: Fn(&Value) -> bool + Send + Sync,
-{
+    observer: impl Fn(&ReconcileEvent<'_>) + Send + Sync + 'static,
+) -> Result<Option<ReconcileReport>, ClusterError> {
     if ready.wait_for(|r| *r).await.is_err() {
         return Ok(None);
     }
     let retry = lease.retry_period;
-    let renew_every = std::time::Duration::from_secs(
-        u64::try_from(lease.lease_duration.whole_seconds() / 3)
-            .unwrap_or(5)
-            .max(1),
-    );
+    let lease_name = lease.lease_name.clone();
     let elector = Arc::new(LeaderElector::new(client.clone(), lease));
     while !elector.try_acquire().await? {
         tokio::time::sleep(retry).await;
     }
-    let renewer = {
-        let elector = elector.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(renew_every).await;
-                match elector.try_acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => warn!("lost the reconcile lease while reconciling"),
-                    Err(e) => error!(error = %e, "cannot renew the reconcile lease"),
-                }
-            }
-        })
-    };
-    let result =
-        reconcile_existing(&client, &config, non_compliant, OffsetDateTime::now_utc()).await;
-    renewer.abort();
+    let hold = LeaseHold::start(elector.clone());
+    let mut reconciler = Reconciler::new(client, config, policy).with_observer(observer);
+    reconciler.leadership = Some((lease_name, hold.watch()));
+    let result = reconciler.run().await;
+    drop(hold);
     if let Err(e) = elector.release().await {
         warn!(error = %e, "cannot release the reconcile lease (it expires by itself)");
     }
     result.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(spec: Value, labels: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "uid": "u"},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": spec}}})
+    }
+
+    fn verdict(policy: &Policy, object: &Value) -> &'static str {
+        match classify(policy, &KINDS[0], "cattle-system", object) {
+            Verdict::Skip => "skip",
+            Verdict::Report => "report",
+            Verdict::Unfixable(_) => "unfixable",
+            Verdict::Restart(_) => "restart",
+        }
+    }
+
+    #[test]
+    fn a_restart_needs_failing_pods_a_profile_and_no_denial() {
+        let builtin = Policy::builtin();
+        let plain = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        assert_eq!(
+            verdict(&builtin, &deployment(plain.clone(), json!({}))),
+            "restart"
+        );
+        let opted_out = deployment(plain.clone(), json!({OPT_OUT_LABEL: "true"}));
+        assert_eq!(verdict(&builtin, &opted_out), "skip");
+        let privileged = json!({"containers": [{"name": "c", "image": "busybox",
+            "securityContext": {"privileged": true}}]});
+        assert_eq!(
+            verdict(&builtin, &deployment(privileged, json!({}))),
+            "unfixable"
+        );
+        let leave_alone = Policy::from_yaml(
+            "rules:\n  - name: system\n    match: {namespaces: [cattle-system]}\n    profile: none\n",
+        )
+        .unwrap();
+        assert_eq!(verdict(&leave_alone, &deployment(plain, json!({}))), "skip");
+    }
+
+    #[test]
+    fn actions_have_stable_labels() {
+        let w = WorkloadRef {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            namespace: "n".into(),
+            name: "d".into(),
+            uid: "u".into(),
+        };
+        assert_eq!(ReconcileEvent::Restarted(&w).action(), "restarted");
+        assert_eq!(
+            ReconcileEvent::WaitingForWebhook {
+                namespace: "n",
+                attempt: 1,
+                reason: "r",
+                next_in: Duration::ZERO
+            }
+            .action(),
+            "waiting-for-webhook"
+        );
+        assert_eq!(
+            ReconcileEvent::StillFailing {
+                workload: &w,
+                reason: "r"
+            }
+            .workload(),
+            Some(&w)
+        );
+    }
 }

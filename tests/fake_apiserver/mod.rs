@@ -133,6 +133,7 @@ struct Inner {
     faults: Vec<Fault>,
     calls: Vec<Call>,
     unexpected: Vec<String>,
+    dry_run_hooks: Vec<(&'static str, DryRunHook)>,
 }
 
 #[derive(Clone)]
@@ -314,6 +315,9 @@ async fn handle(
             hook(&mut inner.store);
         }
         return status(code, reason, &format!("injected fault for {call}"));
+    }
+    if verb == "create" && query.contains_key("dryRun") {
+        return dry_run_create(inner, &p, &body);
     }
     let store = &mut inner.store;
     let object_path = |name: &str| format!("{}/{}", p.collection, name);
@@ -544,6 +548,7 @@ impl Fake {
             faults: Vec::new(),
             calls: Vec::new(),
             unexpected: Vec::new(),
+            dry_run_hooks: Vec::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -618,5 +623,51 @@ impl Fake {
             unexpected.is_empty(),
             "unexpected API calls: {unexpected:#?}"
         );
+    }
+}
+
+// --- Server-side dry runs (the reconciler's admission probe) -------------------------------------
+
+/// Stands in for admission on a dry-run create: gets the object as the API server would pass it
+/// to webhooks (name generated, namespace set) and returns the answer, or `Err((code, reason,
+/// message))` for a refusal.
+pub type DryRunHook = Box<dyn FnMut(&Value) -> Result<Value, (u16, &'static str, String)> + Send>;
+
+/// A create with `dryRun=All`: admission (the hook for the resource, if any) decides the answer;
+/// nothing is stored and no watcher hears of it.
+fn dry_run_create(inner: &mut Inner, p: &Parsed, body: &[u8]) -> Response {
+    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "body is not JSON");
+    };
+    if obj["metadata"]["name"].is_null() {
+        let Some(prefix) = obj["metadata"]["generateName"].as_str() else {
+            return status(422, "Invalid", "metadata.name or generateName required");
+        };
+        obj["metadata"]["name"] = json!(format!("{prefix}dry42"));
+    }
+    if let Some(ns) = &p.namespace {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    obj["metadata"]["uid"] = json!("dry-run-uid");
+    obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let hook = inner
+        .dry_run_hooks
+        .iter_mut()
+        .find(|(resource, _)| *resource == p.resource);
+    match hook {
+        Some((_, hook)) => match hook(&obj) {
+            Ok(answer) => ok(StatusCode::CREATED, &answer),
+            Err((code, reason, message)) => status(code, reason, &message),
+        },
+        None => ok(StatusCode::CREATED, &obj),
+    }
+}
+
+impl Fake {
+    /// Answers dry-run creates of `resource` with `hook` (without one: the object unchanged).
+    pub fn on_dry_run_create(&self, resource: &'static str, hook: DryRunHook) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.dry_run_hooks.retain(|(r, _)| *r != resource);
+        inner.dry_run_hooks.push((resource, hook));
     }
 }
