@@ -414,6 +414,8 @@ fn experimental_deploy_vcluster_applies_exactly_what_charts_restrictor_renders()
         "ClusterRole",
         "ClusterRoleBinding",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     for object in charted {
         let ns = &object["metadata"]["namespace"];
