@@ -1,6 +1,7 @@
 //! `restrictor serve` and `restrictor uninstall`: the webhook server, wired to the self-managed
 //! certificates and the reconcile of workloads that existed before restrictor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,7 +12,7 @@ use crate::cluster::{
 };
 use crate::policy::Policy;
 use crate::pss::{self, Level};
-use crate::server::{self, ServeArgs, Server, TlsSource};
+use crate::server::{self, Metrics, ServeArgs, Server, TlsSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeCommandError {
@@ -27,8 +28,6 @@ pub enum ServeCommandError {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     Cluster(#[from] Box<cluster::ClusterError>),
-    #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// Flags of `restrictor serve`; each is also an environment variable.
@@ -138,15 +137,9 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             Some(client) => client,
             None => client().await?,
         };
-        let namespaces = if command.reconcile_namespaces.is_empty() {
-            let policy = match &command.server.policy {
-                Some(path) => Policy::load(path)?,
-                None => Policy::builtin(),
-            };
-            policy.literal_namespaces()
-        } else {
-            command.reconcile_namespaces.clone()
-        };
+        // None: the namespaces the policy in force names, as the policy changes.
+        let namespaces = (!command.reconcile_namespaces.is_empty())
+            .then(|| command.reconcile_namespaces.clone());
         let identity = command
             .pod_name
             .clone()
@@ -168,17 +161,14 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             // Keep the sender alive so the reconciler does not see a closed channel.
             std::future::pending::<()>().await;
         }));
-        background.push(tokio::spawn(async move {
-            let non_compliant = |object: &serde_json::Value| {
-                pss::check_object(object, Level::Restricted).is_some_and(|v| !v.is_empty())
-            };
-            let config = ReconcileConfig { namespaces };
-            match reconcile_as_leader(client, lease, config, non_compliant, ready_rx).await {
-                Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
-                Ok(None) => {}
-                Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
-            }
-        }));
+        background.push(tokio::spawn(reconcile_existing(
+            client,
+            lease,
+            namespaces,
+            server.policy(),
+            ready_rx,
+            server.metrics(),
+        )));
     }
 
     let result = server.run(server::shutdown_signal()).await;
@@ -186,6 +176,46 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         task.abort();
     }
     Ok(result?)
+}
+
+// ADAPTER, to be replaced at merge by the lead: this calls the current
+// `reconcile_as_leader(client, lease, ReconcileConfig { namespaces: Vec<String> }, non_compliant,
+// ready) -> Result<Option<ReconcileReport>, _>` and counts the report's actions afterwards. With
+// helper "cluster"'s signature the body becomes:
+//     let config = ReconcileConfig { namespaces };
+//     let observer = move |event: &ReconcileEvent| metrics.reconcile_action(event.action());
+//     reconcile_as_leader(client, lease, config, policy, ready, observer).await
+// (and the policy receiver is what makes a policy change reach the reconciler).
+async fn reconcile_existing(
+    client: kube::Client,
+    lease: LeaseConfig,
+    namespaces: Option<Vec<String>>,
+    policy: watch::Receiver<Arc<Policy>>,
+    ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let namespaces = namespaces.unwrap_or_else(|| policy.borrow().literal_namespaces());
+    let non_compliant = |object: &serde_json::Value| {
+        pss::check_object(object, Level::Restricted).is_some_and(|v| !v.is_empty())
+    };
+    let config = ReconcileConfig { namespaces };
+    match reconcile_as_leader(client, lease, config, non_compliant, ready).await {
+        Ok(Some(report)) => {
+            let counted = [
+                ("restarted", report.restarted.len()),
+                ("reported", report.reported.len()),
+                ("failed", report.failed.len()),
+            ];
+            for (action, count) in counted {
+                for _ in 0..count {
+                    metrics.reconcile_action(action);
+                }
+            }
+            tracing::info!(?report, "reconciled existing workloads");
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
+    }
 }
 
 /// Deletes the webhook configuration (the chart's pre-delete hook), so a removed restrictor never

@@ -346,15 +346,23 @@ impl Policy {
         Self::validate(file, text)
     }
 
+    /// Reads and parses a policy file (the offline commands; the server parses the bytes its
+    /// file watcher settled on with [`Policy::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|error| match error {
-            PolicyError::Invalid(message) => {
-                PolicyError::Invalid(format!("{}: {message}", path.display()))
-            }
+        Self::from_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Parses and validates a policy read from `source` (a file name, for the messages); errors
+    /// name the source, the field and the line.
+    pub fn from_bytes(source: &str, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|error| PolicyError::Invalid(format!("{source}: not UTF-8 text ({error})")))?;
+        Self::from_yaml(text).map_err(|error| match error {
+            PolicyError::Invalid(message) => PolicyError::Invalid(format!("{source}: {message}")),
             other => other,
         })
     }

@@ -124,10 +124,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }

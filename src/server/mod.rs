@@ -22,16 +22,18 @@
 mod admin;
 mod args;
 mod conn;
+pub mod defaults;
+mod duration;
 mod http;
 pub mod metrics;
+mod policy_source;
 mod reload;
-pub mod tls;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -43,9 +45,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::{Condition, Readiness};
-pub use args::{ServeArgs, parse_duration_flag};
-pub use http::{MUTATE_PATH, parse_go_duration};
+pub use args::ServeArgs;
+pub use duration::GoDuration;
+pub use http::MUTATE_PATH;
 pub use metrics::Metrics;
+pub use policy_source::PolicySource;
+pub use tls::TlsError;
 
 use crate::admission::{AdmissionError, Answer};
 use crate::certs::ServingPem;
@@ -114,23 +119,23 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The defaults described on each field, with the given TLS source.
+    /// The defaults described on each field ([`defaults`]), with the given TLS source.
     pub fn new(tls: TlsSource) -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: defaults::LISTEN,
+            admin_listen: defaults::ADMIN_LISTEN,
             tls,
             policy_path: None,
             handler: crate::admission::review,
-            max_body_bytes: 7 * 1024 * 1024,
-            default_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(25),
-            reload_interval: Duration::from_secs(1),
-            max_connections: 4096,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            default_timeout: defaults::REQUEST_TIMEOUT,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            shutdown_delay: defaults::SHUTDOWN_DELAY,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            reload_interval: defaults::RELOAD_INTERVAL,
+            max_connections: defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -149,7 +154,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("invalid serving certificate: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("cannot build the TLS configuration: {0}")]
     TlsConfig(#[from] rustls::Error),
     #[error(transparent)]
@@ -229,7 +234,7 @@ pub struct Server {
     tls_applier: tls::TlsApplier,
     tls_rx: Option<watch::Receiver<Option<ServingPem>>>,
     tls_files_initial: Option<Vec<Vec<u8>>>,
-    policy_initial: Option<Vec<u8>>,
+    policy: PolicySource,
 }
 
 impl Server {
@@ -273,20 +278,8 @@ impl Server {
         };
         let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
 
-        let mut policy_initial = None;
-        let policy = match &config.policy_path {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let policy = Policy::load(path)?;
-                policy_initial = Some(bytes);
-                policy
-            }
-            None => Policy::builtin(),
-        };
-        metrics.policy_reloads.fetch_add(1, Ordering::Relaxed);
+        let policy = PolicySource::open(config.policy_path.clone())?;
+        metrics.policy_loaded();
         policy_ready.set(true);
 
         let https = TcpListener::bind(config.listen)
@@ -304,7 +297,7 @@ impl Server {
 
         let shared = Arc::new(http::Shared {
             handler: config.handler,
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::new(policy.subscribe().borrow().clone()),
             metrics,
             readiness,
             max_body_bytes: config.max_body_bytes,
@@ -319,7 +312,7 @@ impl Server {
             tls_applier,
             tls_rx,
             tls_files_initial,
-            policy_initial,
+            policy,
         })
     }
 
@@ -344,6 +337,12 @@ impl Server {
         self.shared.metrics.clone()
     }
 
+    /// The policy in force, and every policy put in force after it while the server runs: the
+    /// very values the request path answers with (one parse per change).
+    pub fn policy(&self) -> watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module docs) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let Server {
@@ -355,7 +354,7 @@ impl Server {
             tls_applier,
             tls_rx,
             tls_files_initial,
-            policy_initial,
+            policy,
         } = self;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
 
@@ -379,15 +378,13 @@ impl Server {
         };
         background.push(tokio::spawn(tls_applier.follow(tls_rx)));
 
-        if let Some(path) = config.policy_path.clone() {
-            let shared = shared.clone();
-            background.push(tokio::spawn(reload::poll_files(
-                vec![path.clone()],
-                config.reload_interval,
-                policy_initial.map(|b| vec![b]),
-                move |_| reload_policy(&shared, &path),
-            )));
-        }
+        background.push(tokio::spawn(feed_request_path(
+            policy.subscribe(),
+            shared.clone(),
+        )));
+        background.push(tokio::spawn(
+            policy.follow(config.reload_interval, shared.metrics.clone()),
+        ));
 
         // Admin listener: runs until the HTTPS side has drained.
         let admin_stop = CancellationToken::new();
@@ -508,7 +505,7 @@ async fn accept_loop(
             _ = stop.cancelled() => break,
         };
         let metrics = shared.metrics.clone();
-        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connection_opened();
         let fut = conn::serve_connection(
             shared.clone(),
             builders.clone(),
@@ -519,7 +516,7 @@ async fn accept_loop(
         );
         tracker.spawn(async move {
             fut.await;
-            metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+            metrics.connection_closed();
             drop(permit);
         });
     }
@@ -538,22 +535,10 @@ fn pem_of(contents: &[Vec<u8>]) -> ServingPem {
     }
 }
 
-fn reload_policy(shared: &http::Shared, path: &std::path::Path) {
-    match Policy::load(path) {
-        Ok(policy) => {
-            shared.policy.store(Arc::new(policy));
-            shared
-                .metrics
-                .policy_reloads
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(path = %path.display(), "policy reloaded");
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .policy_reload_errors
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(path = %path.display(), error = %e, "new policy rejected; the previous policy stays in force");
-        }
+/// Keeps the request path's lock-free copy of the policy equal to what `policy` publishes.
+async fn feed_request_path(mut policy: watch::Receiver<Arc<Policy>>, shared: Arc<http::Shared>) {
+    while policy.changed().await.is_ok() {
+        let current = policy.borrow_and_update().clone();
+        shared.policy.store(current);
     }
 }
