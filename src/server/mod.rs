@@ -542,3 +542,6 @@ async fn feed_request_path(mut policy: watch::Receiver<Arc<Policy>>, shared: Arc
         shared.policy.store(current);
     }
 }
+
+#[cfg(test)]
+mod tests;
