@@ -20,7 +20,7 @@ use crate::admission::{Answer, Disposition};
 use crate::policy::Policy;
 
 /// The path the API server posts reviews to.
-pub const MUTATE_PATH: &str = "/mutate";
+pub(crate) const MUTATE_PATH: &str = "/mutate";
 
 /// Longest deadline a caller may ask for with `?timeout=` (the API server allows at most 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);

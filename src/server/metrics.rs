@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::admission::Disposition;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 14] = [
@@ -34,9 +34,9 @@ const BUCKETS: [f64; 14] = [
 const MAX_SERIES: usize = 128;
 
 /// The `reason` of a denial whose review could not be read (answered 400).
-pub const DENIAL_MALFORMED: &str = "malformed";
+pub(crate) const DENIAL_MALFORMED: &str = "malformed";
 /// The `reason` of a denial that names no Pod Security control.
-pub const DENIAL_OTHER: &str = "other";
+pub(crate) const DENIAL_OTHER: &str = "other";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -71,13 +71,14 @@ pub struct Metrics {
     duration: LatencyHistogram,
     denials: Family<DenialLabels, Counter>,
     reconcile_actions: Family<ActionLabels, Counter>,
-    tls_reloads: Counter,
-    tls_reload_errors: Counter,
-    policy_reloads: Counter,
-    policy_reload_errors: Counter,
-    certificate_expiry: Gauge,
-    open_connections: Gauge,
-    tls_handshake_errors: Counter,
+    pub(crate) tls_reloads: Counter,
+    pub(crate) tls_reload_errors: Counter,
+    pub(crate) policy_reloads: Counter,
+    pub(crate) policy_reload_errors: Counter,
+    /// notAfter of the serving certificate, unix seconds; 0 while there is none.
+    pub(crate) certificate_expiry: Gauge,
+    pub(crate) open_connections: Gauge,
+    pub(crate) tls_handshake_errors: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -86,14 +87,8 @@ impl fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let metrics = Self {
             registry: Registry::default(),
             requests: Family::default(),
@@ -126,41 +121,51 @@ impl Metrics {
             "Time from request to answer",
             self.duration.clone(),
         );
-        r.register(
-            "restrictor_tls_reloads",
-            "Serving certificates loaded (the first one included)",
-            self.tls_reloads.clone(),
-        );
-        r.register(
-            "restrictor_tls_reload_errors",
-            "Serving certificates rejected (unparsable, or key not matching)",
-            self.tls_reload_errors.clone(),
-        );
-        r.register(
-            "restrictor_policy_reloads",
-            "Policies loaded (the first one included)",
-            self.policy_reloads.clone(),
-        );
-        r.register(
-            "restrictor_policy_reload_errors",
-            "Policy files rejected; the previous policy stayed in force",
-            self.policy_reload_errors.clone(),
-        );
-        r.register(
-            "restrictor_certificate_expiry_timestamp_seconds",
-            "notAfter of the serving certificate, unix seconds (0: none loaded)",
-            self.certificate_expiry.clone(),
-        );
-        r.register(
-            "restrictor_open_connections",
-            "TLS connections currently open",
-            self.open_connections.clone(),
-        );
-        r.register(
-            "restrictor_tls_handshake_errors",
-            "TLS handshakes that failed or timed out",
-            self.tls_handshake_errors.clone(),
-        );
+        let counters = [
+            (
+                "restrictor_tls_reloads",
+                "Serving certificates loaded (the first one included)",
+                &self.tls_reloads,
+            ),
+            (
+                "restrictor_tls_reload_errors",
+                "Serving certificates rejected (unparsable, or key not matching)",
+                &self.tls_reload_errors,
+            ),
+            (
+                "restrictor_policy_reloads",
+                "Policies loaded (the first one included)",
+                &self.policy_reloads,
+            ),
+            (
+                "restrictor_policy_reload_errors",
+                "Policy files rejected; the previous policy stayed in force",
+                &self.policy_reload_errors,
+            ),
+            (
+                "restrictor_tls_handshake_errors",
+                "TLS handshakes that failed or timed out",
+                &self.tls_handshake_errors,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "restrictor_certificate_expiry_timestamp_seconds",
+                "notAfter of the serving certificate, unix seconds (0: none loaded)",
+                &self.certificate_expiry,
+            ),
+            (
+                "restrictor_open_connections",
+                "TLS connections currently open",
+                &self.open_connections,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
         r.register(
             "restrictor_admission_denials",
             "Denials, by the Pod Security control that caused them (a denial naming two controls counts under both; malformed: the review could not be read)",
@@ -176,7 +181,7 @@ impl Metrics {
 
     /// Counts one answered request and its latency. Pass the operation and kind the summary
     /// already owns: an owned label is moved, not copied, unless it starts a new series.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         operation: impl Into<Cow<'static, str>>,
         kind: impl Into<Cow<'static, str>>,
@@ -218,7 +223,7 @@ impl Metrics {
     /// Counts one denial under each control it names (a Pod Security control, or
     /// [`DENIAL_MALFORMED`]); a denial naming none is counted under [`DENIAL_OTHER`]. Only names
     /// written into the binary can be labels, so the set is bounded.
-    pub fn denied(&self, reasons: &[&'static str]) {
+    pub(crate) fn denied(&self, reasons: &[&'static str]) {
         let count = |reason| self.denials.get_or_create(&DenialLabels { reason }).inc();
         if reasons.is_empty() {
             count(DENIAL_OTHER);
@@ -236,40 +241,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A serving certificate was loaded; `not_after` is its expiry, unix seconds.
-    pub fn tls_loaded(&self, not_after: i64) {
-        self.certificate_expiry.set(not_after);
-        self.tls_reloads.inc();
-    }
-
-    pub fn tls_rejected(&self) {
-        self.tls_reload_errors.inc();
-    }
-
-    pub fn tls_handshake_failed(&self) {
-        self.tls_handshake_errors.inc();
-    }
-
-    /// A policy was put in force (the first one included).
-    pub fn policy_loaded(&self) {
-        self.policy_reloads.inc();
-    }
-
-    /// A changed policy file was rejected; the previous policy stays in force.
-    pub fn policy_rejected(&self) {
-        self.policy_reload_errors.inc();
-    }
-
-    pub fn connection_opened(&self) {
-        self.open_connections.inc();
-    }
-
-    pub fn connection_closed(&self) {
-        self.open_connections.dec();
-    }
-
     /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail, and every registered metric encodes infallibly.
         if let Err(error) =
@@ -383,8 +356,9 @@ mod tests {
     #[test]
     fn the_exposition_keeps_its_names_types_and_format() {
         let m = Metrics::new();
-        m.tls_loaded(1_900_000_000);
-        m.connection_opened();
+        m.certificate_expiry.set(1_900_000_000);
+        m.tls_reloads.inc();
+        m.open_connections.inc();
         m.observe(
             "UPDATE",
             "Deployment",

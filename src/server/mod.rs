@@ -2,12 +2,14 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), restrictor::server::ServeError> {
-//! use restrictor::server::{ServeConfig, TlsSource, serve, shutdown_signal};
+//! use restrictor::server::{ServeConfig, Server, TlsSource, shutdown_signal};
 //! let config = ServeConfig::new(TlsSource::Files {
 //!     cert: "/tls/tls.crt".into(),
 //!     key: "/tls/tls.key".into(),
 //! });
-//! serve(config, shutdown_signal()).await
+//! let server = Server::bind(config).await?;
+//! let policy = server.policy(); // what the reconciler follows
+//! server.run(shutdown_signal()).await
 //! # }
 //! ```
 //!
@@ -22,10 +24,10 @@
 mod admin;
 mod args;
 mod conn;
-pub mod defaults;
+mod defaults;
 mod duration;
 mod http;
-pub mod metrics;
+mod metrics;
 mod policy_source;
 mod reload;
 mod tls;
@@ -47,14 +49,13 @@ use tokio_util::task::TaskTracker;
 pub use admin::{Condition, Readiness};
 pub use args::ServeArgs;
 pub use duration::GoDuration;
-pub use http::MUTATE_PATH;
 pub use metrics::Metrics;
-pub use policy_source::PolicySource;
 pub use tls::TlsError;
 
 use crate::admission::{AdmissionError, Answer};
 use crate::certs::ServingPem;
 use crate::policy::{Policy, PolicyError};
+use policy_source::PolicySource;
 
 /// The function that answers one review: `crate::admission::review` in production; benchmarks
 /// plug in a handler that only echoes `allowed` to measure the ceiling of the same stack.
@@ -119,7 +120,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The defaults described on each field ([`defaults`]), with the given TLS source.
+    /// The defaults described on each field (`server/defaults.rs`), with the given TLS source.
     pub fn new(tls: TlsSource) -> Self {
         Self {
             listen: defaults::LISTEN,
@@ -215,14 +216,6 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Serves until `shutdown` completes, then drains and returns.
-pub async fn serve(
-    config: ServeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    Server::bind(config).await?.run(shutdown).await
-}
-
 /// A bound, loaded server that has not started serving yet: lets callers (tests, benchmarks)
 /// learn the addresses and readiness before [`Server::run`].
 pub struct Server {
@@ -232,9 +225,18 @@ pub struct Server {
     shared: Arc<http::Shared>,
     acceptor: TlsAcceptor,
     tls_applier: tls::TlsApplier,
-    tls_rx: Option<watch::Receiver<Option<ServingPem>>>,
-    tls_files_initial: Option<Vec<Vec<u8>>>,
+    tls_feed: TlsFeed,
     policy: PolicySource,
+}
+
+/// Where the server takes TLS material from once it runs.
+enum TlsFeed {
+    /// Poll these files, starting from the contents already applied.
+    Files {
+        paths: Vec<PathBuf>,
+        applied: Vec<Vec<u8>>,
+    },
+    Channel(watch::Receiver<Option<ServingPem>>),
 }
 
 impl Server {
@@ -252,8 +254,7 @@ impl Server {
             metrics: metrics.clone(),
             ready: tls_ready,
         };
-        let mut tls_files_initial = None;
-        let tls_rx = match &config.tls {
+        let tls_feed = match &config.tls {
             TlsSource::Files { cert, key } => {
                 let read = |path: &PathBuf| {
                     std::fs::read(path).map_err(|source| ServeError::TlsFile {
@@ -263,8 +264,10 @@ impl Server {
                 };
                 let contents = vec![read(cert)?, read(key)?];
                 tls_applier.apply(&pem_of(&contents))?;
-                tls_files_initial = Some(contents);
-                None
+                TlsFeed::Files {
+                    paths: vec![cert.clone(), key.clone()],
+                    applied: contents,
+                }
             }
             TlsSource::Channel(rx) => {
                 let mut rx = rx.clone();
@@ -273,27 +276,17 @@ impl Server {
                     // An invalid first certificate is counted and logged; the next one may do.
                     let _ = tls_applier.apply(&pem);
                 }
-                Some(rx)
+                TlsFeed::Channel(rx)
             }
         };
         let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
 
         let policy = PolicySource::open(config.policy_path.clone())?;
-        metrics.policy_loaded();
+        metrics.policy_reloads.inc();
         policy_ready.set(true);
 
-        let https = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.admin_listen,
-                source,
-            })?;
+        let https = listen(config.listen).await?;
+        let admin = listen(config.admin_listen).await?;
 
         let shared = Arc::new(http::Shared {
             handler: config.handler,
@@ -310,8 +303,7 @@ impl Server {
             shared,
             acceptor,
             tls_applier,
-            tls_rx,
-            tls_files_initial,
+            tls_feed,
             policy,
         })
     }
@@ -345,28 +337,19 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains (see the module docs) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let Server {
-            config,
-            https,
-            admin,
-            shared,
-            acceptor,
-            tls_applier,
-            tls_rx,
-            tls_files_initial,
-            policy,
-        } = self;
+        let config = &self.config;
+        let shared = self.shared;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
 
         // TLS material: files are polled and published into a channel like any other source.
-        let tls_rx = match (tls_rx, &config.tls) {
-            (Some(rx), _) => rx,
-            (None, TlsSource::Files { cert, key }) => {
+        let tls_rx = match self.tls_feed {
+            TlsFeed::Channel(rx) => rx,
+            TlsFeed::Files { paths, applied } => {
                 let (tx, rx) = watch::channel(None);
                 background.push(tokio::spawn(reload::poll_files(
-                    vec![cert.clone(), key.clone()],
+                    paths,
                     config.reload_interval,
-                    tls_files_initial,
+                    Some(applied),
                     move |contents| {
                         tracing::info!("TLS files changed; reloading");
                         tx.send_replace(Some(pem_of(contents)));
@@ -374,16 +357,16 @@ impl Server {
                 )));
                 rx
             }
-            (None, TlsSource::Channel(rx)) => rx.clone(),
         };
-        background.push(tokio::spawn(tls_applier.follow(tls_rx)));
+        background.push(tokio::spawn(self.tls_applier.follow(tls_rx)));
 
         background.push(tokio::spawn(feed_request_path(
-            policy.subscribe(),
+            self.policy.subscribe(),
             shared.clone(),
         )));
         background.push(tokio::spawn(
-            policy.follow(config.reload_interval, shared.metrics.clone()),
+            self.policy
+                .follow(config.reload_interval, shared.metrics.clone()),
         ));
 
         // Admin listener: runs until the HTTPS side has drained.
@@ -392,7 +375,7 @@ impl Server {
             let router = admin::router(shared.readiness.clone(), shared.metrics.clone());
             let stop = admin_stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(admin, router)
+                if let Err(e) = axum::serve(self.admin, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                 {
@@ -415,8 +398,8 @@ impl Server {
         let builders = Arc::new(conn::Builders::new(256));
         let stop_accepting = CancellationToken::new();
         let accept_task = tokio::spawn(accept_loop(
-            https,
-            acceptor,
+            self.https,
+            self.acceptor,
             shared.clone(),
             builders,
             limits,
@@ -471,6 +454,12 @@ impl Server {
     }
 }
 
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
@@ -505,7 +494,7 @@ async fn accept_loop(
             _ = stop.cancelled() => break,
         };
         let metrics = shared.metrics.clone();
-        metrics.connection_opened();
+        metrics.open_connections.inc();
         let fut = conn::serve_connection(
             shared.clone(),
             builders.clone(),
@@ -516,7 +505,7 @@ async fn accept_loop(
         );
         tracker.spawn(async move {
             fut.await;
-            metrics.connection_closed();
+            metrics.open_connections.dec();
             drop(permit);
         });
     }

@@ -80,11 +80,11 @@ impl PolicySource {
             let bytes = contents.first().map_or(&[][..], Vec::as_slice);
             match self.publish(bytes) {
                 Ok(()) => {
-                    metrics.policy_loaded();
+                    metrics.policy_reloads.inc();
                     tracing::info!(path = %path.display(), "policy reloaded");
                 }
                 Err(error) => {
-                    metrics.policy_rejected();
+                    metrics.policy_reload_errors.inc();
                     tracing::error!(path = %path.display(), %error, "new policy rejected; the previous policy stays in force");
                 }
             }

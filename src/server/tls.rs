@@ -110,13 +110,14 @@ impl TlsApplier {
         match parse_pem(pem) {
             Ok(loaded) => {
                 self.resolver.set(loaded.key);
-                self.metrics.tls_loaded(loaded.not_after);
+                self.metrics.certificate_expiry.set(loaded.not_after);
+                self.metrics.tls_reloads.inc();
                 self.ready.set(true);
                 tracing::info!(not_after = loaded.not_after, "serving certificate loaded");
                 Ok(())
             }
             Err(e) => {
-                self.metrics.tls_rejected();
+                self.metrics.tls_reload_errors.inc();
                 tracing::error!(error = %e, "serving certificate rejected; keeping the previous one");
                 Err(e)
             }
