@@ -121,47 +121,22 @@ impl Metrics {
             "Time from request to answer",
             self.duration.clone(),
         );
+        // One row per metric: name, help, handle.
+        #[rustfmt::skip]
         let counters = [
-            (
-                "restrictor_tls_reloads",
-                "Serving certificates loaded (the first one included)",
-                &self.tls_reloads,
-            ),
-            (
-                "restrictor_tls_reload_errors",
-                "Serving certificates rejected (unparsable, or key not matching)",
-                &self.tls_reload_errors,
-            ),
-            (
-                "restrictor_policy_reloads",
-                "Policies loaded (the first one included)",
-                &self.policy_reloads,
-            ),
-            (
-                "restrictor_policy_reload_errors",
-                "Policy files rejected; the previous policy stayed in force",
-                &self.policy_reload_errors,
-            ),
-            (
-                "restrictor_tls_handshake_errors",
-                "TLS handshakes that failed or timed out",
-                &self.tls_handshake_errors,
-            ),
+            ("restrictor_tls_reloads", "Serving certificates loaded (the first one included)", &self.tls_reloads),
+            ("restrictor_tls_reload_errors", "Serving certificates rejected (unparsable, or key not matching)", &self.tls_reload_errors),
+            ("restrictor_policy_reloads", "Policies loaded (the first one included)", &self.policy_reloads),
+            ("restrictor_policy_reload_errors", "Policy files rejected; the previous policy stayed in force", &self.policy_reload_errors),
+            ("restrictor_tls_handshake_errors", "TLS handshakes that failed or timed out", &self.tls_handshake_errors),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
         }
+        #[rustfmt::skip]
         let gauges = [
-            (
-                "restrictor_certificate_expiry_timestamp_seconds",
-                "notAfter of the serving certificate, unix seconds (0: none loaded)",
-                &self.certificate_expiry,
-            ),
-            (
-                "restrictor_open_connections",
-                "TLS connections currently open",
-                &self.open_connections,
-            ),
+            ("restrictor_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate, unix seconds (0: none loaded)", &self.certificate_expiry),
+            ("restrictor_open_connections", "TLS connections currently open", &self.open_connections),
         ];
         for (name, help, gauge) in gauges {
             r.register(name, help, gauge.clone());
