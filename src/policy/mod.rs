@@ -129,7 +129,8 @@ pub struct WritablePath {
 
 /// An absolute, normalised directory path (no trailing slash, no `.` or `..` parts).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
+// Serialized as the inner string (a newtype struct); parsed only through the check.
+#[serde(try_from = "String")]
 pub struct AbsolutePath(String);
 
 impl AbsolutePath {
@@ -157,12 +158,6 @@ impl TryFrom<String> for AbsolutePath {
     }
 }
 
-impl From<AbsolutePath> for String {
-    fn from(path: AbsolutePath) -> Self {
-        path.0
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sysctl {
@@ -173,7 +168,8 @@ pub struct Sysctl {
 /// A sysctl name from the Pod Security Standards' safe set: anything else would make the pod fail the
 /// very level restrictor enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
+// Serialized as the inner string (a newtype struct); parsed only through the check.
+#[serde(try_from = "String")]
 pub struct SafeSysctl(String);
 
 impl SafeSysctl {
@@ -194,12 +190,6 @@ impl TryFrom<String> for SafeSysctl {
                 crate::pss::SAFE_SYSCTLS.join(", ")
             ))
         }
-    }
-}
-
-impl From<SafeSysctl> for String {
-    fn from(name: SafeSysctl) -> Self {
-        name.0
     }
 }
 
