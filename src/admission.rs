@@ -24,20 +24,27 @@ const MAX_WARNINGS: usize = 12;
 /// Audit annotation values end up in every audit event of the request; keep them bounded.
 const MAX_AUDIT_CHARS: usize = 4096;
 
-/// What became of one admission request, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+/// What became of one admission request: the `outcome` of its log line and metrics. A review
+/// answered by [`review`] is patched, unchanged or denied; the server answers the other two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disposition {
     Patched,
     Unchanged,
     Denied,
+    /// Answered 4xx: not an answerable review.
+    Invalid,
+    /// Answered 5xx: the review handler failed.
+    Error,
 }
 
-impl Outcome {
+impl Disposition {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Patched => "patched",
             Self::Unchanged => "unchanged",
             Self::Denied => "denied",
+            Self::Invalid => "invalid",
+            Self::Error => "error",
         }
     }
 }
@@ -51,7 +58,9 @@ pub struct Summary {
     pub name: String,
     pub operation: String,
     pub dry_run: bool,
-    pub outcome: Outcome,
+    pub disposition: Disposition,
+    /// The Pod Security controls a denial names, each once, in the order found.
+    pub denied_by: Vec<&'static str>,
     /// The profile applied, if any rule chose one.
     pub profile: Option<String>,
     /// What the engine changed; formatted only where printed.
@@ -264,7 +273,8 @@ impl<'a> Review<'a> {
             name: self.name.clone(),
             operation: self.operation.clone().into_owned(),
             dry_run: self.dry_run,
-            outcome: Outcome::Unchanged,
+            disposition: Disposition::Unchanged,
+            denied_by: Vec::new(),
             profile: None,
             changes: Vec::new(),
         }
@@ -310,7 +320,8 @@ impl<'a> Review<'a> {
                 .audit_annotations
                 .push(("profile", evaluation.profile.to_owned()));
             if let Some(denial) = &outcome.denial {
-                summary.outcome = Outcome::Denied;
+                summary.disposition = Disposition::Denied;
+                summary.denied_by = denial_controls(denial);
                 // Kind, namespace and name are never edited, so the edited object still names
                 // itself; formatted only here, as most reviews are not denied.
                 let subject = self.object.as_ref().map(describe).unwrap_or_default();
@@ -325,7 +336,7 @@ impl<'a> Review<'a> {
                     message,
                 });
             } else if !outcome.patch.is_empty() {
-                summary.outcome = Outcome::Patched;
+                summary.disposition = Disposition::Patched;
                 let patch = serde_json::to_vec(&outcome.patch)
                     .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
                 response.patch_type = Some("JSONPatch");
@@ -367,6 +378,17 @@ fn encode(response: ResponseOut<'_>) -> Result<Vec<u8>, AdmissionError> {
 /// Parses one AdmissionReview request body and answers it under `policy`.
 pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
     Review::parse(body)?.answer(policy)
+}
+
+/// The controls `denial` names, each once; a denial naming none is counted as "other".
+fn denial_controls(denial: &engine::Denial) -> Vec<&'static str> {
+    let mut controls: Vec<&'static str> = Vec::with_capacity(denial.findings.len());
+    for finding in &denial.findings {
+        if !controls.contains(&finding.check) {
+            controls.push(finding.check);
+        }
+    }
+    controls
 }
 
 fn is_being_deleted(object: &Value) -> bool {
@@ -503,7 +525,7 @@ mod tests {
                 .as_str()
                 .is_some_and(|c| c.contains("runAsNonRoot=true"))
         );
-        assert_eq!(summary.outcome, Outcome::Patched);
+        assert_eq!(summary.disposition, Disposition::Patched);
         assert_eq!(summary.name, "web-*");
         assert_eq!(summary.namespace, "apps");
     }
@@ -519,7 +541,8 @@ mod tests {
         assert!(message.starts_with("restrictor: Pod apps/h: "), "{message}");
         assert!(message.contains("spec.hostPID"), "{message}");
         assert!(r.get("patch").is_none());
-        assert_eq!(summary.outcome, Outcome::Denied);
+        assert_eq!(summary.disposition, Disposition::Denied);
+        assert_eq!(summary.denied_by, ["Host Namespaces"]);
     }
 
     #[test]
@@ -531,7 +554,7 @@ mod tests {
             response["response"],
             json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
         );
-        assert_eq!(summary.outcome, Outcome::Unchanged);
+        assert_eq!(summary.disposition, Disposition::Unchanged);
 
         let mut delete = request(json!(null));
         delete["request"]["operation"] = json!("DELETE");
@@ -548,7 +571,7 @@ mod tests {
         json_patch::patch(&mut patched, &decode_patch(&first)).expect("applies");
         let (second, summary) = answer(&request(patched.clone()));
         assert!(second["response"].get("patch").is_none());
-        assert_eq!(summary.outcome, Outcome::Unchanged);
+        assert_eq!(summary.disposition, Disposition::Unchanged);
 
         let mut dry = request(patched);
         dry["request"]["dryRun"] = json!(true);

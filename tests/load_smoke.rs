@@ -123,8 +123,8 @@ fn the_two_reviewed_objects_are_what_the_rows_claim() {
         restrictor::admission::review(&ReviewTemplate::rancher_agent().with_uid(&uid), &policy)
             .expect("answered");
     assert_eq!(
-        unmutated.summary.outcome,
-        restrictor::admission::Outcome::Patched
+        unmutated.summary.disposition,
+        restrictor::admission::Disposition::Patched
     );
     let steady = restrictor::admission::review(
         &ReviewTemplate::compliant_agent_pod().with_uid(&uid),
@@ -132,8 +132,8 @@ fn the_two_reviewed_objects_are_what_the_rows_claim() {
     )
     .expect("answered");
     assert_eq!(
-        steady.summary.outcome,
-        restrictor::admission::Outcome::Unchanged
+        steady.summary.disposition,
+        restrictor::admission::Disposition::Unchanged
     );
     assert_eq!(steady.summary.profile.as_deref(), Some("rancher-agent"));
 }

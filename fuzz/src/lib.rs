@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use base64::Engine as _;
 use serde_json::Value;
 
-use restrictor::admission::{self, Outcome as Answered};
+use restrictor::admission::{self, Disposition as Answered};
 use restrictor::engine::{self, Context, Operation, Outcome};
 use restrictor::patch::Op;
 use restrictor::policy::{BUILTIN_YAML, Policy};
@@ -120,11 +120,11 @@ pub fn admission(body: &[u8]) {
     let summary = &answer.summary;
     assert_eq!(
         r["allowed"].as_bool(),
-        Some(summary.outcome != Answered::Denied),
+        Some(summary.disposition != Answered::Denied),
         "allowed disagrees with the outcome {:?}",
-        summary.outcome
+        summary.disposition
     );
-    match summary.outcome {
+    match summary.disposition {
         Answered::Denied => {
             assert_eq!(r["status"]["code"], 403);
             assert!(
@@ -143,6 +143,9 @@ pub fn admission(body: &[u8]) {
         Answered::Unchanged => {
             assert!(r.get("patch").is_none() && r.get("patchType").is_none());
             assert!(r.get("status").is_none());
+        }
+        Answered::Invalid | Answered::Error => {
+            panic!("an answered review is {:?}", summary.disposition)
         }
     }
 

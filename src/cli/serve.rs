@@ -1,16 +1,18 @@
 //! `restrictor serve` and `restrictor uninstall`: the webhook server, wired to the self-managed
 //! certificates and the reconcile of workloads that existed before restrictor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::watch;
 
 use crate::cluster::{
-    self, LeaseConfig, ReconcileConfig, SelfManagedCerts, SelfManagedConfig, reconcile_as_leader,
+    self, LeaseConfig, ReconcileConfig, ReconcileEvent, SelfManagedCerts, SelfManagedConfig,
+    reconcile_as_leader,
 };
 use crate::policy::Policy;
-use crate::server::{self, ServeArgs, Server, TlsSource};
+use crate::server::{self, Metrics, ServeArgs, Server, TlsSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeCommandError {
@@ -26,8 +28,6 @@ pub enum ServeCommandError {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     Cluster(#[from] Box<cluster::ClusterError>),
-    #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// Flags of `restrictor serve`; each is also an environment variable.
@@ -137,12 +137,7 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             Some(client) => client,
             None => client().await?,
         };
-        let policy = match &command.server.policy {
-            Some(path) => Policy::load(path)?,
-            None => Policy::builtin(),
-        };
-        // The server helper replaces this with the server's live policy channel.
-        let (_policy_tx, policy_rx) = watch::channel(std::sync::Arc::new(policy));
+        // None: the namespaces the policy in force names, as the policy changes.
         let namespaces = (!command.reconcile_namespaces.is_empty())
             .then(|| command.reconcile_namespaces.clone());
         let identity = command
@@ -166,18 +161,14 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             // Keep the sender alive so the reconciler does not see a closed channel.
             std::future::pending::<()>().await;
         }));
-        background.push(tokio::spawn(async move {
-            let _policy_tx = _policy_tx;
-            let config = ReconcileConfig {
-                namespaces,
-                ..Default::default()
-            };
-            match reconcile_as_leader(client, lease, config, policy_rx, ready_rx, |_| {}).await {
-                Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
-                Ok(None) => {}
-                Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
-            }
-        }));
+        background.push(tokio::spawn(reconcile_existing(
+            client,
+            lease,
+            namespaces,
+            server.policy(),
+            ready_rx,
+            server.metrics(),
+        )));
     }
 
     let result = server.run(server::shutdown_signal()).await;
@@ -185,6 +176,28 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         task.abort();
     }
     Ok(result?)
+}
+
+/// Re-rolls the workloads created before restrictor once this replica answers reviews, from the
+/// policy in force (a change on disk reaches the next pass), counting every action it takes.
+async fn reconcile_existing(
+    client: kube::Client,
+    lease: LeaseConfig,
+    namespaces: Option<Vec<String>>,
+    policy: watch::Receiver<Arc<Policy>>,
+    ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let config = ReconcileConfig {
+        namespaces,
+        ..Default::default()
+    };
+    let observer = move |event: &ReconcileEvent<'_>| metrics.reconcile_action(event.action());
+    match reconcile_as_leader(client, lease, config, policy, ready, observer).await {
+        Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
+    }
 }
 
 /// Deletes the webhook configuration (the chart's pre-delete hook), so a removed restrictor never

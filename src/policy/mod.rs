@@ -16,7 +16,7 @@ pub use glob::Glob;
 pub const BUILTIN_YAML: &str = include_str!("default.yaml");
 
 /// The profile name that leaves matched pods alone.
-pub const NO_PROFILE: &str = "none";
+const NO_PROFILE: &str = "none";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -129,7 +129,8 @@ pub struct WritablePath {
 
 /// An absolute, normalised directory path (no trailing slash, no `.` or `..` parts).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
+// Serialized as the inner string (a newtype struct); parsed only through the check.
+#[serde(try_from = "String")]
 pub struct AbsolutePath(String);
 
 impl AbsolutePath {
@@ -157,12 +158,6 @@ impl TryFrom<String> for AbsolutePath {
     }
 }
 
-impl From<AbsolutePath> for String {
-    fn from(path: AbsolutePath) -> Self {
-        path.0
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sysctl {
@@ -173,7 +168,8 @@ pub struct Sysctl {
 /// A sysctl name from the Pod Security Standards' safe set: anything else would make the pod fail the
 /// very level restrictor enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
+// Serialized as the inner string (a newtype struct); parsed only through the check.
+#[serde(try_from = "String")]
 pub struct SafeSysctl(String);
 
 impl SafeSysctl {
@@ -194,12 +190,6 @@ impl TryFrom<String> for SafeSysctl {
                 crate::pss::SAFE_SYSCTLS.join(", ")
             ))
         }
-    }
-}
-
-impl From<SafeSysctl> for String {
-    fn from(name: SafeSysctl) -> Self {
-        name.0
     }
 }
 
@@ -346,15 +336,23 @@ impl Policy {
         Self::validate(file, text)
     }
 
+    /// Reads and parses a policy file (the offline commands; the server parses the bytes its
+    /// file watcher settled on with [`Policy::from_bytes`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|error| match error {
-            PolicyError::Invalid(message) => {
-                PolicyError::Invalid(format!("{}: {message}", path.display()))
-            }
+        Self::from_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Parses and validates a policy read from `source` (a file name, for the messages); errors
+    /// name the source, the field and the line.
+    pub fn from_bytes(source: &str, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|error| PolicyError::Invalid(format!("{source}: not UTF-8 text ({error})")))?;
+        Self::from_yaml(text).map_err(|error| match error {
+            PolicyError::Invalid(message) => PolicyError::Invalid(format!("{source}: {message}")),
             other => other,
         })
     }
@@ -482,15 +480,6 @@ impl Policy {
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.get(name)
     }
-
-    /// The policy as YAML, every default spelled out.
-    pub fn to_yaml(&self) -> Result<String, PolicyError> {
-        let file = PolicyFile {
-            profiles: self.profiles.clone(),
-            rules: self.rules.clone(),
-        };
-        serde_yaml_ng::to_string(&file).map_err(|error| PolicyError::Invalid(error.to_string()))
-    }
 }
 
 /// 1-based line of the first line containing `needle`, to point at semantic errors serde cannot place.
@@ -527,6 +516,23 @@ mod tests {
         }
     }
 
+    /// The policy as YAML, every default spelled out.
+    fn printed(policy: &Policy) -> String {
+        let file = PolicyFile {
+            profiles: policy.profiles.clone(),
+            rules: policy.rules.clone(),
+        };
+        serde_yaml_ng::to_string(&file).expect("yaml")
+    }
+
+    /// Asserts that `yaml` is rejected with a message containing every one of `needles`.
+    fn assert_rejected(yaml: &str, needles: &[&str]) {
+        let message = error_of(yaml);
+        for needle in needles {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+    }
+
     fn error_of(yaml: &str) -> String {
         match Policy::from_yaml(yaml) {
             Ok(policy) => panic!("expected an error, got {policy:?}"),
@@ -549,7 +555,7 @@ mod tests {
     #[test]
     fn builtin_policy_round_trips_through_its_own_yaml() {
         let policy = Policy::builtin();
-        let printed = policy.to_yaml().expect("yaml");
+        let printed = printed(&policy);
         assert_eq!(Policy::from_yaml(&printed).expect("reparse"), policy);
     }
 
@@ -587,64 +593,46 @@ mod tests {
     }
 
     #[test]
-    fn profile_none_leaves_pods_alone() {
-        let policy = Policy::from_yaml(
-            "profiles: {restricted: {}}\nrules:\n- name: skip\n  match: {namespaces: ['team-*']}\n  profile: none\n- name: all\n  profile: restricted\n",
-        )
-        .expect("policy");
-        let no_images: [&str; 0] = [];
-        assert!(
-            policy
-                .select(&subject("team-a", "Pod", None, &no_images))
-                .is_none()
-        );
-        assert!(
-            policy
-                .select(&subject("other", "Pod", None, &no_images))
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn a_pod_no_rule_matches_is_left_alone() {
-        let policy = Policy::from_yaml(
-            "profiles: {restricted: {}}\nrules:\n- name: only-kinds\n  match: {kinds: [Deployment]}\n  profile: restricted\n",
-        )
-        .expect("policy");
-        let no_images: [&str; 0] = [];
-        assert!(
-            policy
-                .select(&subject("a", "Pod", None, &no_images))
-                .is_none()
-        );
-        assert!(
-            policy
-                .select(&subject("a", "Deployment", None, &no_images))
-                .is_some()
-        );
+    fn profile_none_and_no_matching_rule_leave_pods_alone() {
+        let skip_team = "profiles: {restricted: {}}\nrules:\n- name: skip\n  match: {namespaces: ['team-*']}\n  profile: none\n- name: all\n  profile: restricted\n";
+        let only_kinds = "profiles: {restricted: {}}\nrules:\n- name: only-kinds\n  match: {kinds: [Deployment]}\n  profile: restricted\n";
+        for (yaml, namespace, kind, selected) in [
+            (skip_team, "team-a", "Pod", false),
+            (skip_team, "other", "Pod", true),
+            (only_kinds, "a", "Pod", false),
+            (only_kinds, "a", "Deployment", true),
+        ] {
+            let policy = Policy::from_yaml(yaml).expect("policy");
+            let no_images: [&str; 0] = [];
+            let selection = policy.select(&subject(namespace, kind, None, &no_images));
+            assert_eq!(
+                selection.is_some(),
+                selected,
+                "{kind} in {namespace}: {yaml}"
+            );
+        }
     }
 
     #[test]
     fn unknown_field_is_named_with_its_line() {
-        let message = error_of("profiles:\n  restricted:\n    runAsUsr: 5\nrules: []\n");
-        assert!(message.contains("runAsUsr"), "{message}");
-        assert!(message.contains("line 3"), "{message}");
+        assert_rejected(
+            "profiles:\n  restricted:\n    runAsUsr: 5\nrules: []\n",
+            &["runAsUsr", "line 3"],
+        );
     }
 
     #[test]
     fn root_uid_is_rejected_naming_the_field() {
-        let message = error_of("profiles:\n  restricted:\n    runAsUser: 0\nrules: []\n");
-        assert!(message.contains("runAsUser"), "{message}");
-        assert!(message.contains("must not be 0"), "{message}");
-        assert!(message.contains("line 3"), "{message}");
+        assert_rejected(
+            "profiles:\n  restricted:\n    runAsUser: 0\nrules: []\n",
+            &["runAsUser", "must not be 0", "line 3"],
+        );
     }
 
     #[test]
     fn a_sysctl_listed_twice_is_rejected_naming_the_second() {
         let text = "profiles:\n  p:\n    sysctls:\n    - {name: net.ipv4.ping_group_range, value: '0 0'}\n    - {name: net.ipv4.ping_group_range, value: '1 1'}\nrules: []\n";
-        let error = Policy::from_yaml(text)
-            .expect_err("duplicate sysctl")
-            .to_string();
+        let error = error_of(text);
         assert!(
             error.ends_with(
                 "profiles.p.sysctls[1].name at line 5: \"net.ipv4.ping_group_range\" is listed twice"
@@ -655,45 +643,48 @@ mod tests {
 
     #[test]
     fn wrong_action_and_unsafe_sysctl_and_relative_path_are_rejected() {
-        let message = error_of("profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n");
-        assert!(
-            message.contains("privileged") && message.contains("allow"),
-            "{message}"
-        );
-
-        let message = error_of(
-            "profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n",
-        );
-        assert!(message.contains("kernel.msgmax"), "{message}");
-
-        let message = error_of("profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n");
-        assert!(message.contains("absolute"), "{message}");
+        let unfixable = "profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n";
+        assert_rejected(unfixable, &["privileged", "allow"]);
+        let sysctl =
+            "profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n";
+        assert_rejected(sysctl, &["kernel.msgmax"]);
+        let relative = "profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n";
+        assert_rejected(relative, &["absolute"]);
     }
 
     #[test]
     fn rule_with_unknown_profile_names_rule_index_and_line() {
-        let message = error_of(
+        assert_rejected(
             "profiles:\n  restricted: {}\nrules:\n- name: a\n  profile: restricted\n- name: b\n  profile: restircted\n",
+            &["rules[1].profile", "line 7", "restircted"],
         );
-        assert!(message.contains("rules[1].profile"), "{message}");
-        assert!(message.contains("line 7"), "{message}");
-        assert!(message.contains("restircted"), "{message}");
     }
 
     #[test]
     fn duplicate_rule_names_and_reserved_profile_name_are_rejected() {
-        let message = error_of(
-            "profiles: {p: {}}\nrules:\n- {name: a, profile: p}\n- {name: a, profile: p}\n",
-        );
-        assert!(message.contains("rules[1].name"), "{message}");
-        let message = error_of("profiles: {none: {}}\nrules: []\n");
-        assert!(message.contains("profiles.none"), "{message}");
+        let twice = "profiles: {p: {}}\nrules:\n- {name: a, profile: p}\n- {name: a, profile: p}\n";
+        assert_rejected(twice, &["rules[1].name"]);
+        assert_rejected("profiles: {none: {}}\nrules: []\n", &["profiles.none"]);
     }
 
     #[test]
     fn missing_rules_is_an_error() {
-        let message = error_of("profiles: {p: {}}\n");
-        assert!(message.contains("rules"), "{message}");
+        assert_rejected("profiles: {p: {}}\n", &["rules"]);
+    }
+
+    #[test]
+    fn policy_bytes_that_are_not_text_are_rejected_naming_the_source() {
+        let error = Policy::from_bytes("policy.yaml", &[0xff, 0xfe])
+            .expect_err("not UTF-8")
+            .to_string();
+        assert!(error.contains("policy.yaml: not UTF-8"), "{error}");
+        let error = Policy::from_bytes("policy.yaml", b"rules: 5\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            error.starts_with("invalid policy: policy.yaml: rules"),
+            "{error}"
+        );
     }
 
     #[test]

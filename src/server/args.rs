@@ -2,16 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use super::{LogFormat, ServeConfig, TlsSource, parse_go_duration};
-
-/// Parses a flag value such as `10s`, `1m30s` or `500ms` (Go duration syntax, as Kubernetes
-/// writes them).
-pub fn parse_duration_flag(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s)
-        .ok_or_else(|| format!("invalid duration {s:?}: use e.g. 10s, 1m30s, 500ms"))
-}
+use super::{GoDuration, LogFormat, ServeConfig, TlsSource, defaults};
 
 impl std::str::FromStr for LogFormat {
     type Err = String;
@@ -28,10 +20,10 @@ impl std::str::FromStr for LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// HTTPS listen address for admission reviews.
-    #[arg(long, env = "RESTRICTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "RESTRICTOR_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Plain-HTTP listen address for /livez, /readyz and /metrics.
-    #[arg(long, env = "RESTRICTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RESTRICTOR_ADMIN_LISTEN", default_value_t = defaults::ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
     /// Serving certificate chain (PEM); reloaded when it changes.
     #[arg(long, env = "RESTRICTOR_TLS_CERT", requires = "tls_key")]
@@ -43,20 +35,20 @@ pub struct ServeArgs {
     #[arg(long, env = "RESTRICTOR_POLICY")]
     pub policy: Option<PathBuf>,
     /// Largest request body accepted (bytes); larger gets 413.
-    #[arg(long, env = "RESTRICTOR_MAX_BODY_BYTES", default_value_t = 7 * 1024 * 1024)]
+    #[arg(long, env = "RESTRICTOR_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Keep-alive connections idle this long are closed (keep above the API server's 90s).
-    #[arg(long, env = "RESTRICTOR_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration_flag)]
-    pub idle_timeout: Duration,
+    #[arg(long, env = "RESTRICTOR_IDLE_TIMEOUT", default_value_t = GoDuration(defaults::IDLE_TIMEOUT))]
+    pub idle_timeout: GoDuration,
     /// Time a client has to send a request head (slow clients are disconnected).
-    #[arg(long, env = "RESTRICTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration_flag)]
-    pub header_read_timeout: Duration,
+    #[arg(long, env = "RESTRICTOR_HEADER_READ_TIMEOUT", default_value_t = GoDuration(defaults::HEADER_READ_TIMEOUT))]
+    pub header_read_timeout: GoDuration,
     /// On SIGTERM, keep serving while unready for this long before closing the listener.
-    #[arg(long, env = "RESTRICTOR_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_flag)]
-    pub shutdown_delay: Duration,
+    #[arg(long, env = "RESTRICTOR_SHUTDOWN_DELAY", default_value_t = GoDuration(defaults::SHUTDOWN_DELAY))]
+    pub shutdown_delay: GoDuration,
     /// Longest wait for in-flight requests after SIGTERM.
-    #[arg(long, env = "RESTRICTOR_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration_flag)]
-    pub shutdown_grace: Duration,
+    #[arg(long, env = "RESTRICTOR_SHUTDOWN_GRACE", default_value_t = GoDuration(defaults::SHUTDOWN_GRACE))]
+    pub shutdown_grace: GoDuration,
     /// Log format: text or json.
     #[arg(long, env = "RESTRICTOR_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -81,10 +73,10 @@ impl ServeArgs {
         c.admin_listen = self.admin_listen;
         c.policy_path = self.policy.clone();
         c.max_body_bytes = self.max_body_bytes;
-        c.idle_timeout = self.idle_timeout;
-        c.header_read_timeout = self.header_read_timeout;
-        c.shutdown_delay = self.shutdown_delay;
-        c.shutdown_grace = self.shutdown_grace;
+        c.idle_timeout = self.idle_timeout.0;
+        c.header_read_timeout = self.header_read_timeout.0;
+        c.shutdown_delay = self.shutdown_delay.0;
+        c.shutdown_grace = self.shutdown_grace.0;
         c
     }
 }
@@ -93,6 +85,7 @@ impl ServeArgs {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::time::Duration;
 
     #[derive(Parser)]
     struct Cli {

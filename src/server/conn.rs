@@ -224,12 +224,12 @@ pub(crate) async fn serve_connection(
     let tls = match tls {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            metrics.tls_handshake_errors.fetch_add(1, Relaxed);
+            metrics.tls_handshake_errors.inc();
             tracing::debug!(error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            metrics.tls_handshake_errors.fetch_add(1, Relaxed);
+            metrics.tls_handshake_errors.inc();
             tracing::debug!("TLS handshake timed out");
             return;
         }

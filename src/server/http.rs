@@ -14,11 +14,13 @@ use hyper::body::Incoming;
 
 use super::ReviewFn;
 use super::admin::Readiness;
-use super::metrics::{Metrics, RequestOutcome};
+use super::duration::parse_go_duration;
+use super::metrics::{DENIAL_MALFORMED, Metrics};
+use crate::admission::{Answer, Disposition};
 use crate::policy::Policy;
 
 /// The path the API server posts reviews to.
-pub const MUTATE_PATH: &str = "/mutate";
+pub(crate) const MUTATE_PATH: &str = "/mutate";
 
 /// Longest deadline a caller may ask for with `?timeout=` (the API server allows at most 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,7 +65,7 @@ async fn answer(shared: &Shared, req: Request<Incoming>, start: Instant) -> Resp
     let invalid = |status: StatusCode, msg: String| {
         shared
             .metrics
-            .observe("", "", RequestOutcome::Invalid, start.elapsed());
+            .observe("", "", Disposition::Invalid, start.elapsed());
         tracing::warn!(status = status.as_u16(), error = %msg, "admission request rejected");
         text(status, format!("{msg}\n"))
     };
@@ -134,39 +136,48 @@ async fn answer(shared: &Shared, req: Request<Incoming>, start: Instant) -> Resp
 
     let policy = shared.policy.load();
     let handler = shared.handler;
+    // The review is the only code on this path a bug could make panic. Catching it here answers
+    // 500 with a message and keeps the connection, at no cost per request; tower-http's
+    // CatchPanicLayer would box every response body to do the same.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler(&body, &policy)));
     drop(policy);
     match result {
-        Ok(Ok(answer)) => {
+        Ok(Ok(Answer { body, summary: s })) => {
             let took = start.elapsed();
-            let s = &answer.summary;
-            shared
-                .metrics
-                .observe(&s.operation, &s.kind, s.outcome.into(), took);
             tracing::info!(
                 uid = %s.uid,
                 kind = %s.kind,
                 namespace = %s.namespace,
                 name = %s.name,
                 operation = %s.operation,
-                outcome = s.outcome.as_str(),
+                outcome = s.disposition.as_str(),
                 dry_run = s.dry_run,
                 changes = %Joined(&s.changes),
                 duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                 "admission"
             );
-            let mut r = Response::new(Full::new(Bytes::from(answer.body)));
+            if s.disposition == Disposition::Denied {
+                shared.metrics.denied(&s.denied_by);
+            }
+            // The summary's own strings become the labels: nothing is copied per request.
+            shared
+                .metrics
+                .observe(s.operation, s.kind, s.disposition, took);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
             r
         }
-        Ok(Err(e)) => invalid(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e)) => {
+            shared.metrics.denied(&[DENIAL_MALFORMED]);
+            invalid(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(_) => {
             shared
                 .metrics
-                .observe("", "", RequestOutcome::Error, start.elapsed());
+                .observe("", "", Disposition::Error, start.elapsed());
             tracing::error!("admission handler panicked; answered 500");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -224,50 +235,6 @@ fn timeout_param(query: &str) -> Result<Option<Duration>, String> {
     Ok(None)
 }
 
-/// Parses a Go `time.Duration` string (`300ms`, `1.5h`, `2h45m`, `10s`); negative durations and
-/// anything else are `None`.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return None;
-        }
-        let value: f64 = num.parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_len] {
-            "ns" => 1e0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * nanos_per;
-    }
-    // Go's limit: about 290 years.
-    if !total.is_finite() || total > i64::MAX as f64 {
-        return None;
-    }
-    Some(Duration::from_nanos(total as u64))
-}
-
 /// Displays a list joined with "; " without building the joined string.
 struct Joined<'a, T>(&'a [T]);
 
@@ -286,24 +253,6 @@ impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        let ms = |n| Some(Duration::from_millis(n));
-        assert_eq!(parse_go_duration("10s"), ms(10_000));
-        assert_eq!(parse_go_duration("1m30s"), ms(90_000));
-        assert_eq!(parse_go_duration("500ms"), ms(500));
-        assert_eq!(parse_go_duration("1.5s"), ms(1_500));
-        assert_eq!(parse_go_duration("2h45m"), ms((2 * 3600 + 45 * 60) * 1000));
-        assert_eq!(parse_go_duration("100us"), Some(Duration::from_micros(100)));
-        assert_eq!(parse_go_duration("100µs"), Some(Duration::from_micros(100)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        for bad in [
-            "", "10", "s", "-1s", "10x", "1..5s", ".s", "abc", "10s5", "1e3s", " 10s",
-        ] {
-            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn timeout_query() {

@@ -1,10 +1,26 @@
-//! Prometheus metrics, hand-written with atomics: the request path touches only atomics and a
-//! short read-locked scan of the label sets seen so far.
+//! The server's Prometheus metrics: typed `prometheus-client` handles registered once, rendered
+//! in the Prometheus text format (0.0.4). The request path touches only atomics and one
+//! read-locked lookup of its label set.
 
-use std::fmt::Write as _;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::admission::Disposition;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 14] = [
@@ -12,229 +28,271 @@ const BUCKETS: [f64; 14] = [
     1.0,
 ];
 
-/// Label sets beyond this many distinct (operation, kind) pairs are counted under "other", so a
-/// client cannot grow the metrics without bound through the kinds it sends.
+/// Label sets beyond this many distinct (operation, kind, outcome) triples are counted under
+/// operation and kind "other", so a client cannot grow the metrics without bound through the
+/// kinds it sends.
 const MAX_SERIES: usize = 128;
 
-/// The outcome label of `restrictor_admission_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    Patched,
-    Unchanged,
-    Denied,
-    /// Answered 4xx: not an answerable review.
-    Invalid,
-    /// Answered 5xx (a handler panic).
-    Error,
+/// The `reason` of a denial whose review could not be read (answered 400).
+pub(crate) const DENIAL_MALFORMED: &str = "malformed";
+/// The `reason` of a denial that names no Pod Security control.
+pub(crate) const DENIAL_OTHER: &str = "other";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    operation: Cow<'static, str>,
+    kind: Cow<'static, str>,
+    outcome: Disposition,
 }
 
-impl RequestOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Patched => "patched",
-            Self::Unchanged => "unchanged",
-            Self::Denied => "denied",
-            Self::Invalid => "invalid",
-            Self::Error => "error",
-        }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DenialLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+impl EncodeLabelValue for Disposition {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        fmt::Write::write_str(encoder, self.as_str())
     }
-}
-
-impl From<crate::admission::Outcome> for RequestOutcome {
-    fn from(o: crate::admission::Outcome) -> Self {
-        match o {
-            crate::admission::Outcome::Patched => Self::Patched,
-            crate::admission::Outcome::Unchanged => Self::Unchanged,
-            crate::admission::Outcome::Denied => Self::Denied,
-        }
-    }
-}
-
-struct Series {
-    operation: String,
-    kind: String,
-    outcome: RequestOutcome,
-    count: AtomicU64,
 }
 
 /// All of the server's metrics.
 pub struct Metrics {
-    series: RwLock<Vec<Series>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_nanos: AtomicU64,
-    pub tls_reloads: AtomicU64,
-    pub tls_reload_errors: AtomicU64,
-    pub policy_reloads: AtomicU64,
-    pub policy_reload_errors: AtomicU64,
-    /// notAfter of the serving certificate (unix seconds), 0 while there is none.
-    pub certificate_expiry: AtomicI64,
-    pub open_connections: AtomicI64,
-    pub tls_handshake_errors: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// How many request label sets exist; locked only to add one, so the bound holds under
+    /// concurrency.
+    request_series: Mutex<usize>,
+    duration: LatencyHistogram,
+    denials: Family<DenialLabels, Counter>,
+    reconcile_actions: Family<ActionLabels, Counter>,
+    pub(crate) tls_reloads: Counter,
+    pub(crate) tls_reload_errors: Counter,
+    pub(crate) policy_reloads: Counter,
+    pub(crate) policy_reload_errors: Counter,
+    /// notAfter of the serving certificate, unix seconds; 0 while there is none.
+    pub(crate) certificate_expiry: Gauge,
+    pub(crate) open_connections: Gauge,
+    pub(crate) tls_handshake_errors: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        Self {
-            series: RwLock::new(Vec::new()),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            duration_count: AtomicU64::new(0),
-            duration_sum_nanos: AtomicU64::new(0),
-            tls_reloads: AtomicU64::new(0),
-            tls_reload_errors: AtomicU64::new(0),
-            policy_reloads: AtomicU64::new(0),
-            policy_reload_errors: AtomicU64::new(0),
-            certificate_expiry: AtomicI64::new(0),
-            open_connections: AtomicI64::new(0),
-            tls_handshake_errors: AtomicU64::new(0),
-        }
+    pub(crate) fn new() -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_series: Mutex::new(0),
+            duration: LatencyHistogram::default(),
+            denials: Family::default(),
+            reconcile_actions: Family::default(),
+            tls_reloads: Counter::default(),
+            tls_reload_errors: Counter::default(),
+            policy_reloads: Counter::default(),
+            policy_reload_errors: Counter::default(),
+            certificate_expiry: Gauge::default(),
+            open_connections: Gauge::default(),
+            tls_handshake_errors: Counter::default(),
+        };
+        metrics.registered()
     }
 
-    /// Counts one answered request and its latency.
-    pub fn observe(&self, operation: &str, kind: &str, outcome: RequestOutcome, took: Duration) {
-        self.count(operation, kind, outcome);
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
+    /// Registers every handle once, in the order `/metrics` lists them. Counter names are given
+    /// without `_total`: the encoder appends it.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "restrictor_admission_requests",
+            "Admission requests answered, by operation, kind and outcome",
+            Listed(self.requests.clone()),
+        );
+        r.register(
+            "restrictor_admission_duration_seconds",
+            "Time from request to answer",
+            self.duration.clone(),
+        );
+        // One row per metric: name, help, handle.
+        #[rustfmt::skip]
+        let counters = [
+            ("restrictor_tls_reloads", "Serving certificates loaded (the first one included)", &self.tls_reloads),
+            ("restrictor_tls_reload_errors", "Serving certificates rejected (unparsable, or key not matching)", &self.tls_reload_errors),
+            ("restrictor_policy_reloads", "Policies loaded (the first one included)", &self.policy_reloads),
+            ("restrictor_policy_reload_errors", "Policy files rejected; the previous policy stayed in force", &self.policy_reload_errors),
+            ("restrictor_tls_handshake_errors", "TLS handshakes that failed or timed out", &self.tls_handshake_errors),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
         }
-        self.duration_count.fetch_add(1, Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.duration_sum_nanos.fetch_add(nanos, Relaxed);
+        #[rustfmt::skip]
+        let gauges = [
+            ("restrictor_certificate_expiry_timestamp_seconds", "notAfter of the serving certificate, unix seconds (0: none loaded)", &self.certificate_expiry),
+            ("restrictor_open_connections", "TLS connections currently open", &self.open_connections),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+        r.register(
+            "restrictor_admission_denials",
+            "Denials, by the Pod Security control that caused them (a denial naming two controls counts under both; malformed: the review could not be read)",
+            Listed(self.denials.clone()),
+        );
+        r.register(
+            "restrictor_reconcile_actions",
+            "What the reconcile of existing workloads did, by action",
+            Listed(self.reconcile_actions.clone()),
+        );
+        self
     }
 
-    fn count(&self, operation: &str, kind: &str, outcome: RequestOutcome) {
-        let find = |v: &[Series], op: &str, kind: &str| {
-            v.iter()
-                .find(|s| s.outcome == outcome && s.operation == op && s.kind == kind)
-                .map(|s| s.count.fetch_add(1, Relaxed))
-                .is_some()
-        };
-        {
-            let v = self.series.read().unwrap_or_else(|p| p.into_inner());
-            if find(&v, operation, kind) {
-                return;
-            }
-        }
-        let mut v = self.series.write().unwrap_or_else(|p| p.into_inner());
-        let (op, kind) = if v.len() >= MAX_SERIES {
-            ("other", "other")
-        } else {
-            (operation, kind)
-        };
-        if find(&v, op, kind) {
+    /// Counts one answered request and its latency. Pass the operation and kind the summary
+    /// already owns: an owned label is moved, not copied, unless it starts a new series.
+    pub(crate) fn observe(
+        &self,
+        operation: impl Into<Cow<'static, str>>,
+        kind: impl Into<Cow<'static, str>>,
+        outcome: Disposition,
+        took: Duration,
+    ) {
+        self.count_request(RequestLabels {
+            operation: operation.into(),
+            kind: kind.into(),
+            outcome,
+        });
+        self.duration.observe(took);
+    }
+
+    fn count_request(&self, labels: RequestLabels) {
+        if let Some(counter) = self.requests.get(&labels) {
+            counter.inc();
             return;
         }
-        v.push(Series {
-            operation: op.to_owned(),
-            kind: kind.to_owned(),
-            outcome,
-            count: AtomicU64::new(1),
-        });
+        let mut series = self
+            .request_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let labels = if *series >= MAX_SERIES && self.requests.get(&labels).is_none() {
+            RequestLabels {
+                operation: Cow::Borrowed("other"),
+                kind: Cow::Borrowed("other"),
+                outcome: labels.outcome,
+            }
+        } else {
+            labels
+        };
+        if self.requests.get(&labels).is_none() {
+            *series += 1;
+        }
+        self.requests.get_or_create(&labels).inc();
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str("# HELP restrictor_admission_requests_total Admission requests answered, by operation, kind and outcome.\n");
-        out.push_str("# TYPE restrictor_admission_requests_total counter\n");
-        {
-            let v = self.series.read().unwrap_or_else(|p| p.into_inner());
-            for s in v.iter() {
-                let _ = writeln!(
-                    out,
-                    "restrictor_admission_requests_total{{operation=\"{}\",kind=\"{}\",outcome=\"{}\"}} {}",
-                    escape(&s.operation),
-                    escape(&s.kind),
-                    s.outcome.as_str(),
-                    s.count.load(Relaxed)
-                );
-            }
+    /// Counts one denial under each control it names (a Pod Security control, or
+    /// [`DENIAL_MALFORMED`]); a denial naming none is counted under [`DENIAL_OTHER`]. Only names
+    /// written into the binary can be labels, so the set is bounded.
+    pub(crate) fn denied(&self, reasons: &[&'static str]) {
+        let count = |reason| self.denials.get_or_create(&DenialLabels { reason }).inc();
+        if reasons.is_empty() {
+            count(DENIAL_OTHER);
         }
-        out.push_str("# HELP restrictor_admission_duration_seconds Time from request to answer.\n");
-        out.push_str("# TYPE restrictor_admission_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "restrictor_admission_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
+        for reason in reasons {
+            count(reason);
         }
-        let count = self.duration_count.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "restrictor_admission_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = self.duration_sum_nanos.load(Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "restrictor_admission_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "restrictor_admission_duration_seconds_count {count}");
+    }
 
-        let mut scalar = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        scalar(
-            "restrictor_tls_reloads_total",
-            "counter",
-            "Serving certificates loaded (the first one included).",
-            self.tls_reloads.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_tls_reload_errors_total",
-            "counter",
-            "Serving certificates rejected (unparsable, or key not matching).",
-            self.tls_reload_errors.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_policy_reloads_total",
-            "counter",
-            "Policies loaded (the first one included).",
-            self.policy_reloads.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_policy_reload_errors_total",
-            "counter",
-            "Policy files rejected; the previous policy stayed in force.",
-            self.policy_reload_errors.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_certificate_expiry_timestamp_seconds",
-            "gauge",
-            "notAfter of the serving certificate, unix seconds (0: none loaded).",
-            self.certificate_expiry.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_open_connections",
-            "gauge",
-            "TLS connections currently open.",
-            self.open_connections.load(Relaxed).to_string(),
-        );
-        scalar(
-            "restrictor_tls_handshake_errors_total",
-            "counter",
-            "TLS handshakes that failed or timed out.",
-            self.tls_handshake_errors.load(Relaxed).to_string(),
-        );
+    /// Counts one action of the reconcile of existing workloads (`ReconcileEvent::action()`:
+    /// restarted, reported, failed, waiting-for-webhook, still-failing).
+    pub fn reconcile_action(&self, action: &'static str) {
+        self.reconcile_actions
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]).
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail, and every registered metric encodes infallibly.
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::error!(%error, "cannot encode the metrics");
+        }
         out
     }
 }
 
-fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['\\', '"', '\n']) {
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-            .into()
-    } else {
-        s.into()
+/// A family whose `# HELP` and `# TYPE` lines are listed before its first series, as the
+/// hand-written exposition did (prometheus-client leaves an empty family out).
+#[derive(Debug)]
+struct Listed<F>(F);
+
+impl<F: EncodeMetric> EncodeMetric for Listed<F> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// A histogram with fixed buckets counted in atomics. prometheus-client's own `Histogram` takes a
+/// mutex on every observation, which every admission request would contend for.
+#[derive(Debug, Clone, Default)]
+struct LatencyHistogram {
+    inner: std::sync::Arc<HistogramCounts>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCounts {
+    /// Observations per bucket (not cumulative); the last slot is above the largest bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(BUCKETS.len());
+        let counts = &self.inner;
+        counts.buckets[slot].fetch_add(1, Relaxed);
+        counts.count.fetch_add(1, Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        counts.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let counts = &self.inner;
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .chain(std::iter::once(&f64::INFINITY))
+            .zip(&counts.buckets)
+            .map(|(bound, n)| (*bound, n.load(Relaxed)))
+            .collect();
+        let sum = counts.sum_nanos.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, counts.count.load(Relaxed), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }
 
@@ -248,25 +306,85 @@ mod tests {
         m.observe(
             "CREATE",
             "Pod",
-            RequestOutcome::Patched,
+            Disposition::Patched,
             Duration::from_micros(30),
         );
         m.observe(
             "CREATE",
             "Pod",
-            RequestOutcome::Patched,
+            Disposition::Patched,
             Duration::from_millis(3),
         );
-        m.observe("", "", RequestOutcome::Invalid, Duration::from_micros(10));
+        m.observe("", "", Disposition::Invalid, Duration::from_micros(10));
         let text = m.render();
         assert!(text.contains(
             "restrictor_admission_requests_total{operation=\"CREATE\",kind=\"Pod\",outcome=\"patched\"} 2"
         ));
         assert!(text.contains("outcome=\"invalid\"} 1"));
-        assert!(text.contains("restrictor_admission_duration_seconds_bucket{le=\"0.00005\"} 2"));
+        // The bound is written as client_golang writes it (was "0.00005" before prometheus-client).
+        assert!(text.contains("restrictor_admission_duration_seconds_bucket{le=\"5e-05\"} 2"));
         assert!(text.contains("restrictor_admission_duration_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("restrictor_admission_duration_seconds_count 3"));
         assert!(text.contains("restrictor_policy_reload_errors_total 0"));
+    }
+
+    #[test]
+    fn the_exposition_keeps_its_names_types_and_format() {
+        let m = Metrics::new();
+        m.certificate_expiry.set(1_900_000_000);
+        m.tls_reloads.inc();
+        m.open_connections.inc();
+        m.observe(
+            "UPDATE",
+            "Deployment",
+            Disposition::Unchanged,
+            Duration::from_secs(2),
+        );
+        let text = m.render();
+        for line in [
+            "# HELP restrictor_admission_requests_total Admission requests answered, by operation, kind and outcome.",
+            "# TYPE restrictor_admission_requests_total counter",
+            "# TYPE restrictor_admission_duration_seconds histogram",
+            "restrictor_admission_duration_seconds_bucket{le=\"1\"} 0",
+            "restrictor_admission_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "restrictor_tls_reloads_total 1",
+            "# TYPE restrictor_certificate_expiry_timestamp_seconds gauge",
+            "restrictor_certificate_expiry_timestamp_seconds 1900000000",
+            "restrictor_open_connections 1",
+            "restrictor_tls_handshake_errors_total 0",
+            "# TYPE restrictor_admission_denials_total counter",
+            "# TYPE restrictor_reconcile_actions_total counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("restrictor_admission_duration_seconds_sum "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(sum, Some(2.0), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn denials_and_reconcile_actions_are_counted_by_label() {
+        let m = Metrics::new();
+        m.denied(&["Host Namespaces", "HostPorts"]);
+        m.denied(&["Host Namespaces"]);
+        m.denied(&[DENIAL_MALFORMED]);
+        m.denied(&[]);
+        m.reconcile_action("restarted");
+        let text = m.render();
+        assert!(
+            text.contains("restrictor_admission_denials_total{reason=\"Host Namespaces\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("restrictor_admission_denials_total{reason=\"HostPorts\"} 1"));
+        assert!(text.contains("restrictor_admission_denials_total{reason=\"malformed\"} 1"));
+        assert!(text.contains("restrictor_admission_denials_total{reason=\"other\"} 1"));
+        assert!(text.contains("restrictor_reconcile_actions_total{action=\"restarted\"} 1"));
     }
 
     #[test]
@@ -275,18 +393,24 @@ mod tests {
         for i in 0..1000 {
             m.observe(
                 "CREATE",
-                &format!("Kind{i}"),
-                RequestOutcome::Unchanged,
+                format!("Kind{i}"),
+                Disposition::Unchanged,
                 Duration::ZERO,
             );
         }
-        let v = m.series.read().unwrap();
-        assert!(v.len() <= MAX_SERIES + 1);
-        assert!(v.iter().any(|s| s.kind == "other"));
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("restrictor_admission_requests_total{"))
+            .count();
+        assert!(series <= MAX_SERIES + 1, "{series}");
+        assert!(text.contains("kind=\"other\""));
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::new();
+        m.observe("CREATE", "a\"b\\c\nd", Disposition::Denied, Duration::ZERO);
+        assert!(m.render().contains("kind=\"a\\\"b\\\\c\\nd\""));
     }
 }

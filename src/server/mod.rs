@@ -2,12 +2,14 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), restrictor::server::ServeError> {
-//! use restrictor::server::{ServeConfig, TlsSource, serve, shutdown_signal};
+//! use restrictor::server::{ServeConfig, Server, TlsSource, shutdown_signal};
 //! let config = ServeConfig::new(TlsSource::Files {
 //!     cert: "/tls/tls.crt".into(),
 //!     key: "/tls/tls.key".into(),
 //! });
-//! serve(config, shutdown_signal()).await
+//! let server = Server::bind(config).await?;
+//! let policy = server.policy(); // what the reconciler follows
+//! server.run(shutdown_signal()).await
 //! # }
 //! ```
 //!
@@ -22,16 +24,18 @@
 mod admin;
 mod args;
 mod conn;
+mod defaults;
+mod duration;
 mod http;
-pub mod metrics;
+mod metrics;
+mod policy_source;
 mod reload;
-pub mod tls;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -43,13 +47,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admin::{Condition, Readiness};
-pub use args::{ServeArgs, parse_duration_flag};
-pub use http::{MUTATE_PATH, parse_go_duration};
+pub use args::ServeArgs;
+pub use duration::GoDuration;
 pub use metrics::Metrics;
+pub use tls::TlsError;
 
 use crate::admission::{AdmissionError, Answer};
 use crate::certs::ServingPem;
 use crate::policy::{Policy, PolicyError};
+use policy_source::PolicySource;
 
 /// The function that answers one review: `crate::admission::review` in production; benchmarks
 /// plug in a handler that only echoes `allowed` to measure the ceiling of the same stack.
@@ -114,23 +120,23 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// The defaults described on each field, with the given TLS source.
+    /// The defaults described on each field (`server/defaults.rs`), with the given TLS source.
     pub fn new(tls: TlsSource) -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: defaults::LISTEN,
+            admin_listen: defaults::ADMIN_LISTEN,
             tls,
             policy_path: None,
             handler: crate::admission::review,
-            max_body_bytes: 7 * 1024 * 1024,
-            default_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(25),
-            reload_interval: Duration::from_secs(1),
-            max_connections: 4096,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            default_timeout: defaults::REQUEST_TIMEOUT,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            shutdown_delay: defaults::SHUTDOWN_DELAY,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            reload_interval: defaults::RELOAD_INTERVAL,
+            max_connections: defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -149,7 +155,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error("invalid serving certificate: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("cannot build the TLS configuration: {0}")]
     TlsConfig(#[from] rustls::Error),
     #[error(transparent)]
@@ -210,14 +216,6 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-/// Serves until `shutdown` completes, then drains and returns.
-pub async fn serve(
-    config: ServeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    Server::bind(config).await?.run(shutdown).await
-}
-
 /// A bound, loaded server that has not started serving yet: lets callers (tests, benchmarks)
 /// learn the addresses and readiness before [`Server::run`].
 pub struct Server {
@@ -227,9 +225,18 @@ pub struct Server {
     shared: Arc<http::Shared>,
     acceptor: TlsAcceptor,
     tls_applier: tls::TlsApplier,
-    tls_rx: Option<watch::Receiver<Option<ServingPem>>>,
-    tls_files_initial: Option<Vec<Vec<u8>>>,
-    policy_initial: Option<Vec<u8>>,
+    tls_feed: TlsFeed,
+    policy: PolicySource,
+}
+
+/// Where the server takes TLS material from once it runs.
+enum TlsFeed {
+    /// Poll these files, starting from the contents already applied.
+    Files {
+        paths: Vec<PathBuf>,
+        applied: Vec<Vec<u8>>,
+    },
+    Channel(watch::Receiver<Option<ServingPem>>),
 }
 
 impl Server {
@@ -247,8 +254,7 @@ impl Server {
             metrics: metrics.clone(),
             ready: tls_ready,
         };
-        let mut tls_files_initial = None;
-        let tls_rx = match &config.tls {
+        let tls_feed = match &config.tls {
             TlsSource::Files { cert, key } => {
                 let read = |path: &PathBuf| {
                     std::fs::read(path).map_err(|source| ServeError::TlsFile {
@@ -258,8 +264,10 @@ impl Server {
                 };
                 let contents = vec![read(cert)?, read(key)?];
                 tls_applier.apply(&pem_of(&contents))?;
-                tls_files_initial = Some(contents);
-                None
+                TlsFeed::Files {
+                    paths: vec![cert.clone(), key.clone()],
+                    applied: contents,
+                }
             }
             TlsSource::Channel(rx) => {
                 let mut rx = rx.clone();
@@ -268,43 +276,21 @@ impl Server {
                     // An invalid first certificate is counted and logged; the next one may do.
                     let _ = tls_applier.apply(&pem);
                 }
-                Some(rx)
+                TlsFeed::Channel(rx)
             }
         };
         let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver)?));
 
-        let mut policy_initial = None;
-        let policy = match &config.policy_path {
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let policy = Policy::load(path)?;
-                policy_initial = Some(bytes);
-                policy
-            }
-            None => Policy::builtin(),
-        };
-        metrics.policy_reloads.fetch_add(1, Ordering::Relaxed);
+        let policy = PolicySource::open(config.policy_path.clone())?;
+        metrics.policy_reloads.inc();
         policy_ready.set(true);
 
-        let https = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.admin_listen,
-                source,
-            })?;
+        let https = listen(config.listen).await?;
+        let admin = listen(config.admin_listen).await?;
 
         let shared = Arc::new(http::Shared {
             handler: config.handler,
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::new(policy.subscribe().borrow().clone()),
             metrics,
             readiness,
             max_body_bytes: config.max_body_bytes,
@@ -317,9 +303,8 @@ impl Server {
             shared,
             acceptor,
             tls_applier,
-            tls_rx,
-            tls_files_initial,
-            policy_initial,
+            tls_feed,
+            policy,
         })
     }
 
@@ -344,30 +329,27 @@ impl Server {
         self.shared.metrics.clone()
     }
 
+    /// The policy in force, and every policy put in force after it while the server runs: the
+    /// very values the request path answers with (one parse per change).
+    pub fn policy(&self) -> watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module docs) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let Server {
-            config,
-            https,
-            admin,
-            shared,
-            acceptor,
-            tls_applier,
-            tls_rx,
-            tls_files_initial,
-            policy_initial,
-        } = self;
+        let config = &self.config;
+        let shared = self.shared;
         let mut background: Vec<JoinHandle<()>> = Vec::new();
 
         // TLS material: files are polled and published into a channel like any other source.
-        let tls_rx = match (tls_rx, &config.tls) {
-            (Some(rx), _) => rx,
-            (None, TlsSource::Files { cert, key }) => {
+        let tls_rx = match self.tls_feed {
+            TlsFeed::Channel(rx) => rx,
+            TlsFeed::Files { paths, applied } => {
                 let (tx, rx) = watch::channel(None);
                 background.push(tokio::spawn(reload::poll_files(
-                    vec![cert.clone(), key.clone()],
+                    paths,
                     config.reload_interval,
-                    tls_files_initial,
+                    Some(applied),
                     move |contents| {
                         tracing::info!("TLS files changed; reloading");
                         tx.send_replace(Some(pem_of(contents)));
@@ -375,19 +357,17 @@ impl Server {
                 )));
                 rx
             }
-            (None, TlsSource::Channel(rx)) => rx.clone(),
         };
-        background.push(tokio::spawn(tls_applier.follow(tls_rx)));
+        background.push(tokio::spawn(self.tls_applier.follow(tls_rx)));
 
-        if let Some(path) = config.policy_path.clone() {
-            let shared = shared.clone();
-            background.push(tokio::spawn(reload::poll_files(
-                vec![path.clone()],
-                config.reload_interval,
-                policy_initial.map(|b| vec![b]),
-                move |_| reload_policy(&shared, &path),
-            )));
-        }
+        background.push(tokio::spawn(feed_request_path(
+            self.policy.subscribe(),
+            shared.clone(),
+        )));
+        background.push(tokio::spawn(
+            self.policy
+                .follow(config.reload_interval, shared.metrics.clone()),
+        ));
 
         // Admin listener: runs until the HTTPS side has drained.
         let admin_stop = CancellationToken::new();
@@ -395,7 +375,7 @@ impl Server {
             let router = admin::router(shared.readiness.clone(), shared.metrics.clone());
             let stop = admin_stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(admin, router)
+                if let Err(e) = axum::serve(self.admin, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                 {
@@ -418,8 +398,8 @@ impl Server {
         let builders = Arc::new(conn::Builders::new(256));
         let stop_accepting = CancellationToken::new();
         let accept_task = tokio::spawn(accept_loop(
-            https,
-            acceptor,
+            self.https,
+            self.acceptor,
             shared.clone(),
             builders,
             limits,
@@ -474,6 +454,12 @@ impl Server {
     }
 }
 
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
@@ -508,7 +494,7 @@ async fn accept_loop(
             _ = stop.cancelled() => break,
         };
         let metrics = shared.metrics.clone();
-        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.open_connections.inc();
         let fut = conn::serve_connection(
             shared.clone(),
             builders.clone(),
@@ -519,7 +505,7 @@ async fn accept_loop(
         );
         tracker.spawn(async move {
             fut.await;
-            metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+            metrics.open_connections.dec();
             drop(permit);
         });
     }
@@ -538,22 +524,13 @@ fn pem_of(contents: &[Vec<u8>]) -> ServingPem {
     }
 }
 
-fn reload_policy(shared: &http::Shared, path: &std::path::Path) {
-    match Policy::load(path) {
-        Ok(policy) => {
-            shared.policy.store(Arc::new(policy));
-            shared
-                .metrics
-                .policy_reloads
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(path = %path.display(), "policy reloaded");
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .policy_reload_errors
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(path = %path.display(), error = %e, "new policy rejected; the previous policy stays in force");
-        }
+/// Keeps the request path's lock-free copy of the policy equal to what `policy` publishes.
+async fn feed_request_path(mut policy: watch::Receiver<Arc<Policy>>, shared: Arc<http::Shared>) {
+    while policy.changed().await.is_ok() {
+        let current = policy.borrow_and_update().clone();
+        shared.policy.store(current);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
@@ -81,10 +80,6 @@ impl CertResolver {
     pub fn set(&self, key: Arc<CertifiedKey>) {
         self.current.store(Some(key));
     }
-
-    pub fn has_cert(&self) -> bool {
-        self.current.load().is_some()
-    }
 }
 
 impl ResolvesServerCert for CertResolver {
@@ -115,18 +110,14 @@ impl TlsApplier {
         match parse_pem(pem) {
             Ok(loaded) => {
                 self.resolver.set(loaded.key);
-                self.metrics
-                    .certificate_expiry
-                    .store(loaded.not_after, Ordering::Relaxed);
-                self.metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
+                self.metrics.certificate_expiry.set(loaded.not_after);
+                self.metrics.tls_reloads.inc();
                 self.ready.set(true);
                 tracing::info!(not_after = loaded.not_after, "serving certificate loaded");
                 Ok(())
             }
             Err(e) => {
-                self.metrics
-                    .tls_reload_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.tls_reload_errors.inc();
                 tracing::error!(error = %e, "serving certificate rejected; keeping the previous one");
                 Err(e)
             }
