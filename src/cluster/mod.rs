@@ -35,8 +35,10 @@
 //!   them; `list` of `jobs` (batch) and `pods`, in the reconciled namespaces.
 
 pub mod errors;
+pub mod inventory;
 pub mod lease;
 pub mod reconcile;
+pub mod reports;
 mod secret;
 pub mod webhook_config;
 
