@@ -637,3 +637,157 @@ async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
     assert_eq!(fake.count("list", "deployments"), 1, "only the CLI's list");
     fake.assert_no_unexpected();
 }
+
+/// `events.k8s.io/v1` Event as JSON Schema: the fields of the OpenAPI definition (none other
+/// survives), `eventTime` required there, and what the API server's create validation requires of
+/// a new-style Event on top (reportingController, reportingInstance, action, reason, a type of
+/// Normal or Warning, a note of at most 1 kB, a regarding object).
+fn event_schema() -> Value {
+    let object_reference = json!({"type": "object", "additionalProperties": false, "properties": {
+        "apiVersion": {"type": "string"}, "fieldPath": {"type": "string"}, "kind": {"type": "string"},
+        "name": {"type": "string"}, "namespace": {"type": "string"},
+        "resourceVersion": {"type": "string"}, "uid": {"type": "string"}}});
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["apiVersion", "kind", "metadata", "eventTime", "reportingController",
+            "reportingInstance", "action", "reason", "type", "regarding"],
+        "properties": {
+            "apiVersion": {"const": "events.k8s.io/v1"},
+            "kind": {"const": "Event"},
+            "metadata": {"type": "object", "required": ["name", "namespace"]},
+            "action": {"type": "string", "minLength": 1, "maxLength": 128},
+            "deprecatedCount": {"type": "integer"},
+            "deprecatedFirstTimestamp": {"type": "string"},
+            "deprecatedLastTimestamp": {"type": "string"},
+            "deprecatedSource": {"type": "object"},
+            "eventTime": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$"},
+            "note": {"type": "string", "maxLength": 1024},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 128},
+            "regarding": object_reference,
+            "related": object_reference,
+            "reportingController": {"type": "string", "minLength": 1, "maxLength": 128},
+            "reportingInstance": {"type": "string", "minLength": 1, "maxLength": 128},
+            "series": {"type": "object", "additionalProperties": false,
+                "required": ["count", "lastObservedTime"],
+                "properties": {"count": {"type": "integer"}, "lastObservedTime": {"type": "string"}}},
+            "type": {"enum": ["Normal", "Warning"]}
+        }
+    })
+}
+
+fn stored_events(fake: &Fake) -> Vec<Value> {
+    fake.with_store(|store| {
+        store
+            .objects
+            .iter()
+            .filter(|(path, _)| path.starts_with("/apis/events.k8s.io/v1/"))
+            .map(|(_, event)| as_written(event.clone()))
+            .collect()
+    })
+}
+
+#[tokio::test]
+async fn events_are_written_as_events_k8s_io_v1_and_rate_limited() {
+    use restrictor::cluster::events::{self, EventLimits, Notice};
+    let fake = Fake::start(vec![rule(
+        &["create", "patch"],
+        "events.k8s.io",
+        "events",
+        None,
+    )])
+    .await;
+    let limits = EventLimits {
+        dedupe_window: Duration::from_secs(300),
+        burst: 3,
+        per_second: 0.001,
+        queue: 64,
+    };
+    let (sender, task) =
+        events::spawn_event_recorder(fake.client(), "restrictor-7c9d-abcde".into(), limits);
+
+    assert!(sender.try_send(Notice::restarted(
+        "apps/v1",
+        "Deployment",
+        "cattle-system",
+        "cattle-cluster-agent",
+        Some(AGENT_UID),
+    )));
+    // A crash-looping ReplicaSet: the same denied pod again and again is one Event.
+    let pod = json!({"metadata": {"generateName": "cattle-cluster-agent-6d8f9c7b5-",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "cattle-cluster-agent-6d8f9c7b5", "uid": AGENT_RS_UID, "controller": true}]}});
+    let message = "restrictor: Pod cattle-system/cattle-cluster-agent-6d8f9c7b5-*: cannot be made to pass Pod Security \"restricted\"";
+    for _ in 0..50 {
+        let denied = events::denied_workload("cattle-system", &pod, message).unwrap();
+        sender.try_send(Notice::Denied(denied));
+    }
+    // Ten more workloads denied at once: the bucket (3, no refill to speak of) lets one through.
+    for index in 0..10 {
+        let mut other = pod.clone();
+        other["metadata"]["ownerReferences"][0]["name"] = json!(format!("other-{index}"));
+        other["metadata"]["ownerReferences"][0]["uid"] = json!(format!("uid-{index}"));
+        sender.try_send(Notice::Denied(
+            events::denied_workload("team-a", &other, "denied").unwrap(),
+        ));
+    }
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let written = stored_events(&fake);
+    assert_eq!(written.len(), 3, "{written:#?}");
+    assert_eq!(fake.count("create", "events"), 3);
+    let schema = event_schema();
+    for event in &written {
+        assert_valid(&schema, event);
+        assert_eq!(event["reportingController"], "restrictor");
+        assert_eq!(event["reportingInstance"], "restrictor-7c9d-abcde");
+    }
+    let restarted = written.iter().find(|e| e["reason"] == "Restarted").unwrap();
+    assert_eq!(
+        restarted["regarding"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "cattle-system",
+            "name": "cattle-cluster-agent", "uid": AGENT_UID})
+    );
+    assert_eq!(restarted["type"], "Normal");
+    assert_eq!(restarted["action"], "Reconcile");
+    assert_eq!(restarted["metadata"]["namespace"], "cattle-system");
+    let denied = written
+        .iter()
+        .find(|e| e["regarding"]["uid"] == AGENT_RS_UID)
+        .unwrap();
+    assert_eq!(denied["type"], "Warning");
+    assert_eq!(denied["reason"], "PodDenied");
+    assert_eq!(denied["regarding"]["kind"], "ReplicaSet");
+    assert!(denied["note"].as_str().unwrap().contains(message));
+    assert_eq!(
+        written
+            .iter()
+            .filter(|e| e["metadata"]["namespace"] == "team-a")
+            .count(),
+        1
+    );
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_instead_of_blocking_the_request_path() {
+    use restrictor::cluster::events::{self, EventLimits, Notice};
+    // Nothing is allowed: the writer's requests fail, the queue fills behind them.
+    let fake = Fake::start(vec![]).await;
+    let limits = EventLimits {
+        queue: 2,
+        ..EventLimits::default()
+    };
+    let (sender, _task) = events::spawn_event_recorder(fake.client(), "pod".into(), limits);
+    let notice =
+        |i: usize| Notice::restarted("apps/v1", "Deployment", "ns", &format!("d{i}"), None);
+    let started = std::time::Instant::now();
+    let accepted = (0..100).filter(|i| sender.try_send(notice(*i))).count();
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(accepted <= 3, "{accepted}");
+    assert_eq!(sender.dropped(), (100 - accepted) as u64);
+}

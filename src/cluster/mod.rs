@@ -35,6 +35,7 @@
 //!   them; `list` of `jobs` (batch) and `pods`, in the reconciled namespaces.
 
 pub mod errors;
+pub mod events;
 pub mod inventory;
 pub mod lease;
 pub mod reconcile;
