@@ -180,3 +180,30 @@ async fn client_config(args: &AuditArgs) -> Result<kube::Config, AuditCommandErr
         Err(error) => Err(kubeconfig_error(&error)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+
+    #[test]
+    fn the_audit_and_serve_flags_are_valid_clap_definitions() {
+        let command = Command::new("restrictor")
+            .subcommand(super::AuditArgs::augment_args(Command::new("audit")))
+            .subcommand(super::super::ServeCommand::augment_args(Command::new(
+                "serve",
+            )));
+        command.clone().debug_assert();
+        let matches = command
+            .try_get_matches_from([
+                "restrictor",
+                "serve",
+                "--reports",
+                "--reports-interval=30m",
+                "--reports-namespaces=a,b",
+                "--events",
+            ])
+            .unwrap();
+        let serve = matches.subcommand_matches("serve").unwrap();
+        assert!(serve.get_flag("reports") && serve.get_flag("events"));
+    }
+}

@@ -69,6 +69,10 @@ pub struct ServeCommand {
     /// This replica's identity in the Lease.
     #[arg(long, env = "RESTRICTOR_POD_NAME")]
     pub pod_name: Option<String>,
+    #[command(flatten)]
+    pub reports: cluster::reports::ReportsArgs,
+    #[command(flatten)]
+    pub events: cluster::events::EventsArgs,
 }
 
 /// Flags of `restrictor uninstall`.
@@ -133,10 +137,52 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         }));
     }
 
+    let identity = command
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("restrictor-{}", std::process::id()));
+    if cluster_client.is_none()
+        && (command.reconcile_existing || command.reports.reports || command.events.events)
+    {
+        cluster_client = Some(client().await?);
+    }
+    let events = match (&cluster_client, command.events.events) {
+        (Some(client), true) => {
+            let (sender, task) = cluster::events::spawn_event_recorder(
+                client.clone(),
+                identity.clone(),
+                cluster::events::EventLimits::default(),
+            );
+            background.push(task);
+            Some(sender)
+        }
+        _ => None,
+    };
+    if let (Some(client), true) = (&cluster_client, command.reports.reports) {
+        // The policy as loaded at start; a reload is picked up once the server publishes its
+        // policy on a watch channel.
+        let policy = match &command.server.policy {
+            Some(path) => Policy::load(path)?,
+            None => Policy::builtin(),
+        };
+        let (policy_tx, policy_rx) = watch::channel(std::sync::Arc::new(policy));
+        let (client, scope, interval) = (
+            client.clone(),
+            command.reports.scope(),
+            command.reports.reports_interval,
+        );
+        background.push(tokio::spawn(async move {
+            let _policy_tx = policy_tx;
+            cluster::reports::run_periodic_reports(client, policy_rx, scope, interval).await;
+        }));
+    }
+
     if command.reconcile_existing {
-        let client = match cluster_client {
-            Some(client) => client,
-            None => client().await?,
+        let Some(client) = cluster_client else {
+            return Err(ServeCommandError::Client(
+                "the Kubernetes client was not created".into(),
+            ));
         };
         let namespaces = if command.reconcile_namespaces.is_empty() {
             let policy = match &command.server.policy {
@@ -147,11 +193,6 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         } else {
             command.reconcile_namespaces.clone()
         };
-        let identity = command
-            .pod_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("restrictor-{}", std::process::id()));
         let lease = LeaseConfig::new(
             required(&command.namespace, "--namespace (for the reconcile Lease)")?,
             command.lease_name.clone(),
@@ -174,7 +215,27 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             };
             let config = ReconcileConfig { namespaces };
             match reconcile_as_leader(client, lease, config, non_compliant, ready_rx).await {
-                Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
+                Ok(Some(report)) => {
+                    tracing::info!(?report, "reconciled existing workloads");
+                    // An Event on each re-rolled workload (the reconciler's own events
+                    // replace this once it reports each restart as it happens).
+                    for workload in events.iter().flat_map(|_| &report.restarted) {
+                        let api_version = crate::workload::WorkloadKind::ALL
+                            .into_iter()
+                            .find(|kind| kind.as_str() == workload.kind)
+                            .map_or("apps/v1", |kind| kind.api_version());
+                        let notice = cluster::events::Notice::restarted(
+                            api_version,
+                            workload.kind,
+                            &workload.namespace,
+                            &workload.name,
+                            None,
+                        );
+                        events.iter().for_each(|events| {
+                            events.try_send(notice.clone());
+                        });
+                    }
+                }
                 Ok(None) => {}
                 Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
             }

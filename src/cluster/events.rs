@@ -34,8 +34,8 @@ const MAX_NOTE_BYTES: usize = 1024;
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
     /// Write Kubernetes Events on workloads restrictor re-rolls or whose pods it denies.
-    #[arg(long = "events", env = "RESTRICTOR_EVENTS")]
-    pub enabled: bool,
+    #[arg(long, env = "RESTRICTOR_EVENTS")]
+    pub events: bool,
 }
 
 /// A pod CREATE denied for a workload whose pods restrictor could not fix: the Event goes on the

@@ -34,7 +34,7 @@ fn scope_text(namespace: Option<&str>) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error(
-        "forbidden: cannot list {resource} {scope}: {message} (grant verb \"list\" on {resource}; see `restrictor audit --help`)"
+        "forbidden: cannot list {resource} {scope}: {message} (the audit needs verb \"list\" on {resource})"
     )]
     Forbidden {
         resource: String,

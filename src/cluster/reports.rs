@@ -30,27 +30,23 @@ pub const FIELD_MANAGER: &str = "restrictor";
 pub struct ReportsArgs {
     /// Keep one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace with the audit of its
     /// pod-bearing objects (when the CRD is installed).
-    #[arg(long = "reports", env = "RESTRICTOR_REPORTS")]
-    pub enabled: bool,
+    #[arg(long, env = "RESTRICTOR_REPORTS")]
+    pub reports: bool,
     /// How often the reports are rebuilt (also on every policy change).
-    #[arg(long = "reports-interval", env = "RESTRICTOR_REPORTS_INTERVAL", default_value = "1h", value_parser = crate::server::parse_duration_flag)]
-    pub interval: Duration,
+    #[arg(long, env = "RESTRICTOR_REPORTS_INTERVAL", default_value = "1h", value_parser = crate::server::parse_duration_flag)]
+    pub reports_interval: Duration,
     /// Namespaces to report on; all namespaces when empty.
-    #[arg(
-        long = "reports-namespaces",
-        env = "RESTRICTOR_REPORTS_NAMESPACES",
-        value_delimiter = ','
-    )]
-    pub namespaces: Vec<String>,
+    #[arg(long, env = "RESTRICTOR_REPORTS_NAMESPACES", value_delimiter = ',')]
+    pub reports_namespaces: Vec<String>,
 }
 
 impl ReportsArgs {
     /// The namespaces to list, as [`run_periodic_reports`] takes them.
     pub fn scope(&self) -> Namespaces {
-        if self.namespaces.is_empty() {
+        if self.reports_namespaces.is_empty() {
             Namespaces::All
         } else {
-            Namespaces::Only(self.namespaces.clone())
+            Namespaces::Only(self.reports_namespaces.clone())
         }
     }
 }
