@@ -26,8 +26,8 @@ pub enum AuditFormat {
 
 /// Flags of `restrictor audit`. RBAC needed: `list` on pods, podtemplates, replicationcontrollers,
 /// deployments.apps, replicasets.apps, statefulsets.apps, daemonsets.apps, jobs.batch and
-/// cronjobs.batch in the audited namespaces; with --write-reports also `get` and `patch` on
-/// policyreports.wgpolicyk8s.io.
+/// cronjobs.batch in the audited namespaces; with --write-reports also `get`, `create` and `patch`
+/// on policyreports.wgpolicyk8s.io named `restrictor`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Kubeconfig file; by default $KUBECONFIG or ~/.kube/config, as kubectl reads them.

@@ -2,9 +2,10 @@
 //! [`crate::audit::report`]), by server-side apply with field manager `restrictor`, only where
 //! the cluster serves the CRD; and the periodic task the webhook runs to keep them current.
 //!
-//! RBAC: `get` and `patch` on `policyreports.wgpolicyk8s.io` in the reported namespaces (an apply
-//! that creates is authorized as `patch`), plus what [`super::inventory`] lists. API discovery of
-//! the group needs no grant beyond the default `system:discovery`.
+//! RBAC: `get`, `patch` and `create` on `policyreports.wgpolicyk8s.io` named `restrictor` in the
+//! reported namespaces (an apply that creates the report is authorized as `create` as well), plus
+//! what [`super::inventory`] lists. API discovery of the group needs no grant beyond the default
+//! `system:discovery`.
 
 use std::collections::BTreeSet;
 use std::fmt;
