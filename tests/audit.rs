@@ -791,3 +791,62 @@ async fn a_full_queue_drops_instead_of_blocking_the_request_path() {
     assert!(accepted <= 3, "{accepted}");
     assert_eq!(sender.dropped(), (100 - accepted) as u64);
 }
+
+/// The README's example: `restrictor audit -n cattle-system` on examples/rancher-import.yaml as a
+/// cluster holds it (the Deployment, the ReplicaSet it made, and the agent pod it started before
+/// restrictor was installed). The README block must be exactly what the command prints.
+#[tokio::test]
+async fn the_readme_example_is_what_audit_prints() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/rancher-import.yaml"
+    ))
+    .unwrap();
+    let mut objects: Vec<Value> = restrictor::manifest::parse("rancher-import.yaml", &text)
+        .unwrap()
+        .into_iter()
+        .filter(|o| kind_of(o).is_some())
+        .collect();
+    assert_eq!(objects.len(), 1, "the example holds the agent Deployment");
+    objects[0]["metadata"]["uid"] = json!(AGENT_UID);
+    let template = objects[0]["spec"]["template"].clone();
+    objects.push(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "cattle-cluster-agent-6d8f9c7b5", "namespace": "cattle-system", "uid": AGENT_RS_UID,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "cattle-cluster-agent",
+                "uid": AGENT_UID, "controller": true}]},
+        "spec": {"replicas": 1, "selector": objects[0]["spec"]["selector"], "template": template}}));
+    objects.push(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "cattle-cluster-agent-6d8f9c7b5-x2k4q", "namespace": "cattle-system",
+            "labels": template["metadata"]["labels"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "cattle-cluster-agent-6d8f9c7b5",
+                "uid": AGENT_RS_UID, "controller": true}]},
+        "spec": template["spec"]}));
+    let fake = Fake::start(audit_rbac()).await;
+    for object in objects {
+        fake.put(&store_path(&object), object);
+    }
+    let config = kubeconfig(&fake.url);
+    let run = restrictor(&[
+        "audit",
+        "--kubeconfig",
+        config.path.to_str().unwrap(),
+        "-n",
+        "cattle-system",
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let begin = "<!-- audit-example:begin -->\n```\n$ restrictor audit -n cattle-system\n";
+    let start = readme.find(begin).expect("README has the audit example") + begin.len();
+    let end = start
+        + readme[start..]
+            .find("```\n<!-- audit-example:end -->")
+            .unwrap();
+    assert_eq!(
+        &readme[start..end],
+        run.stdout,
+        "README example differs from the output; this is the output:\n{}",
+        run.stdout
+    );
+}

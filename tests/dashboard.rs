@@ -81,7 +81,10 @@ fn the_dashboard_is_valid_grafana_dashboard_json() {
     let mut ids = BTreeSet::new();
     for panel in panels {
         let title = panel["title"].as_str().unwrap();
-        assert!(panel["id"].is_u64() && ids.insert(panel["id"].as_u64().unwrap()), "{title}: id");
+        assert!(
+            panel["id"].is_u64() && ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id"
+        );
         assert!(panel["type"].is_string(), "{title}: type");
         for key in ["x", "y", "w", "h"] {
             assert!(panel["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
@@ -113,7 +116,10 @@ fn the_dashboard_is_valid_grafana_dashboard_json() {
         "restrictor_tls_reload_errors_total",
         "restrictor_policy_reload_errors_total",
     ] {
-        assert!(used.contains(metric), "the dashboard does not show {metric}");
+        assert!(
+            used.contains(metric),
+            "the dashboard does not show {metric}"
+        );
     }
     assert!(exprs(&board).iter().any(|e| e.starts_with(
         "histogram_quantile(0.99, sum by (le) (rate(restrictor_admission_duration_seconds_bucket"
@@ -153,7 +159,11 @@ async fn every_metric_the_dashboard_queries_is_exported_by_the_server() {
     .enumerate()
     {
         client.send.ready().await.unwrap();
-        let response = client.send.send_request(review_request(body)).await.unwrap();
+        let response = client
+            .send
+            .send_request(review_request(body))
+            .await
+            .unwrap();
         let (status, _, body) = read(response).await;
         assert_eq!(status, 200, "review {index}");
         let answer: Value = serde_json::from_slice(&body).unwrap();

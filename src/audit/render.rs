@@ -98,10 +98,11 @@ pub fn table(audit: &Audit) -> String {
         denied,
         exempt,
     } = audit.summary;
+    let total = audit.summary.total();
+    let noun = if total == 1 { "object" } else { "objects" };
     let _ = writeln!(
         out,
-        "\n{} objects: {compliant} compliant, {mutated} would be mutated, {denied} would be denied, {exempt} exempt",
-        audit.summary.total()
+        "\n{total} {noun}: {compliant} compliant, {mutated} would be mutated, {denied} would be denied, {exempt} exempt"
     );
     out
 }
