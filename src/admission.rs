@@ -426,7 +426,7 @@ fn joined(changes: &[Change], max: usize) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
-fn truncated(mut text: String, max: usize) -> String {
+pub(crate) fn truncated(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }

@@ -25,7 +25,7 @@ pub const SOURCE: &str = "restrictor";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "restrictor");
 const CATEGORY: &str = "Pod Security Standards (Restricted)";
 /// The CRD says a message is short; a long change list is cut here.
-const MAX_MESSAGE_CHARS: usize = 1000;
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// One PolicyReport per namespace that has listed objects, sorted by namespace; `namespaces`
 /// are reported even when empty (the audited scope: their report then says there is nothing).
@@ -146,7 +146,7 @@ fn result_entry(entry: &Entry, result: &str, now: OffsetDateTime) -> Value {
         "category": CATEGORY,
         "result": result,
         "scored": true,
-        "message": truncate(message, MAX_MESSAGE_CHARS),
+        "message": crate::admission::truncated(message, MAX_MESSAGE_BYTES),
         "resources": [resource],
         "properties": properties,
         "timestamp": {"seconds": now.unix_timestamp(), "nanos": 0},
@@ -157,14 +157,6 @@ fn result_entry(entry: &Entry, result: &str, now: OffsetDateTime) -> Value {
         _ => {}
     }
     result
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.chars().count() > max {
-        text = text.chars().take(max.saturating_sub(1)).collect();
-        text.push('…');
-    }
-    text
 }
 
 /// Gives each result of `report` the timestamp of the same finding in `existing` (same resource,

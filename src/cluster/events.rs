@@ -147,7 +147,7 @@ impl Notice {
         Event {
             type_,
             reason,
-            note: Some(truncate_bytes(note, MAX_NOTE_BYTES)),
+            note: Some(crate::admission::truncated(note, MAX_NOTE_BYTES)),
             action: action.to_owned(),
             secondary: None,
         }
@@ -163,18 +163,6 @@ impl Notice {
             reason: self.event().reason,
         }
     }
-}
-
-fn truncate_bytes(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max.saturating_sub('…'.len_utf8());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -405,7 +393,7 @@ mod tests {
     #[test]
     fn notes_fit_the_api_servers_limit() {
         let long = "é".repeat(2000);
-        let note = truncate_bytes(long, MAX_NOTE_BYTES);
+        let note = crate::admission::truncated(long, MAX_NOTE_BYTES);
         assert!(note.len() <= MAX_NOTE_BYTES);
         assert!(note.ends_with('…'));
     }
