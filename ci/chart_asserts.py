@@ -7,6 +7,7 @@ failed assertion and exits 1 if any failed.
 """
 import argparse
 import base64
+import json
 import os
 import sys
 
@@ -313,7 +314,9 @@ def assert_deployment(scenario, docs, expect):
     c = spec["containers"][0]
     args = c["args"]
     check(args[0] == "serve", f"{scenario}: first arg is not the serve subcommand")
-    check(dep["spec"]["replicas"] == expect.get("replicas", 2), f"{scenario}: replicas {dep['spec']['replicas']}")
+    want_replicas = None if expect.get("hpa") else expect.get("replicas", 2)
+    check(dep["spec"].get("replicas") == want_replicas,
+          f"{scenario}: replicas {dep['spec'].get('replicas')} (expected {want_replicas}; the HPA owns them when enabled)")
     check(c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}, f"{scenario}: liveness probe")
     check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}, f"{scenario}: readiness probe")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -358,7 +361,8 @@ def assert_deployment(scenario, docs, expect):
             yaml.safe_load(cms[0]["data"]["policy.yaml"])
     else:
         check(not any(a.startswith("--policy") for a in args), f"{scenario}: --policy without a policy")
-        check(not by_kind(docs, "ConfigMap"), f"{scenario}: ConfigMap without a policy")
+        check(not [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == "restrictor-policy"],
+              f"{scenario}: policy ConfigMap without a policy")
     pdbs = by_kind(docs, "PodDisruptionBudget")
     if expect.get("replicas", 2) > 1:
         check(len(pdbs) == 1 and pdbs[0]["spec"].get("minAvailable") is not None, f"{scenario}: PDB missing")
@@ -451,6 +455,82 @@ def assert_observability(scenario, docs, ns):
               f"{scenario}: ServiceMonitor selector does not select the admin Service")
 
 
+def assert_audit_extras(scenario, docs, expect):
+    """HPA, Grafana dashboard, PolicyReports and Events: rendered exactly when enabled, with the
+    RBAC each needs and nothing more."""
+    dep = one(docs, "Deployment", scenario)
+    container = dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
+    args = container.get("args", [])
+    env = {e["name"]: e for e in container.get("env", [])}
+    roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
+    bindings = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRoleBinding")}
+
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    if expect.get("hpa"):
+        check(len(hpas) == 1, f"{scenario}: expected one HorizontalPodAutoscaler")
+        if hpas:
+            h = hpas[0]
+            check(h["apiVersion"] == "autoscaling/v2", f"{scenario}: HPA apiVersion {h['apiVersion']}")
+            check(h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                   "name": dep["metadata"]["name"]},
+                  f"{scenario}: HPA target {h['spec']['scaleTargetRef']}")
+            check((h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == expect["hpa"],
+                  f"{scenario}: HPA replicas {h['spec']['minReplicas']}..{h['spec']['maxReplicas']}")
+            metric = h["spec"]["metrics"][0]
+            check(metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+                  and metric["resource"]["target"]["type"] == "Utilization",
+                  f"{scenario}: HPA metric {metric}")
+    else:
+        check(not hpas, f"{scenario}: HPA rendered although autoscaling is disabled")
+
+    dashboards = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == "restrictor-dashboard"]
+    if expect.get("dashboard"):
+        check(len(dashboards) == 1, f"{scenario}: expected the dashboard ConfigMap")
+        if dashboards:
+            cm = dashboards[0]
+            check(cm["metadata"]["labels"].get("grafana_dashboard") == "1",
+                  f"{scenario}: dashboard ConfigMap lacks the sidecar label grafana_dashboard=1")
+            check(cm["metadata"].get("annotations", {}).get("grafana_folder") == "restrictor",
+                  f"{scenario}: dashboard annotations not applied")
+            board = json.loads(cm["data"]["restrictor.json"])
+            check(board.get("uid") and board.get("panels"), f"{scenario}: dashboard JSON has no uid or panels")
+    else:
+        check(not dashboards, f"{scenario}: dashboard rendered although disabled")
+
+    reports_role = roles.get("restrictor-reports")
+    if expect.get("reports"):
+        want = [
+            {"apiGroups": [""], "resources": ["pods", "podtemplates", "replicationcontrollers"], "verbs": ["list"]},
+            {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"], "verbs": ["list"]},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list"]},
+            {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "resourceNames": ["restrictor"],
+             "verbs": ["get", "create", "patch"]},
+        ]
+        check(reports_role is not None and reports_role["rules"] == want,
+              f"{scenario}: restrictor-reports ClusterRole {reports_role and reports_role['rules']}")
+        check("restrictor-reports" in bindings
+              and bindings["restrictor-reports"]["roleRef"]["name"] == "restrictor-reports",
+              f"{scenario}: restrictor-reports not bound")
+        check("--reports" in args and f"--reports-interval={expect['reports']}" in args,
+              f"{scenario}: --reports args {args}")
+        if expect.get("reports_namespaces"):
+            check(f"--reports-namespaces={expect['reports_namespaces']}" in args, f"{scenario}: --reports-namespaces")
+    else:
+        check(reports_role is None and "--reports" not in args, f"{scenario}: reports RBAC/args although disabled")
+
+    events_role = roles.get("restrictor-events")
+    if expect.get("events"):
+        check(events_role is not None and events_role["rules"] == [
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}],
+              f"{scenario}: restrictor-events ClusterRole {events_role and events_role['rules']}")
+        check("restrictor-events" in bindings, f"{scenario}: restrictor-events not bound")
+        check("--events" in args, f"{scenario}: --events arg")
+        check(env.get("RESTRICTOR_POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+              f"{scenario}: RESTRICTOR_POD_NAME (reportingInstance) not from the downward API")
+    else:
+        check(events_role is None and "--events" not in args, f"{scenario}: events RBAC/args although disabled")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--namespace", required=True)
@@ -472,6 +552,9 @@ def main():
         "policy": dict(tls="self-managed", reconcile=True, policy=True, failure_policy="Ignore",
                        kube_system=False, excluded=["team-a", "team-b"]),
         "no-match-conditions": dict(tls="self-managed", reconcile=True, skip_noop=False, hook=False),
+        "reports-events": dict(tls="self-managed", reconcile=True, reports="30m",
+                               reports_namespaces="cattle-system,team-a", events=True),
+        "autoscaling-dashboard": dict(tls="self-managed", reconcile=True, hpa=(3, 8), dashboard=True),
     }
     for name, expect in scenarios.items():
         path = os.path.join(a.out_dir, f"{name}.yaml")
@@ -491,6 +574,7 @@ def main():
         assert_rbac(name, docs, ns, expect)
         assert_deployment(name, docs, expect)
         assert_hook(name, docs, expect)
+        assert_audit_extras(name, docs, expect)
         for pname, spec in pod_specs(docs):
             assert_restricted(name, pname, spec)
         if expect["tls"] == "cert-manager":

@@ -72,6 +72,8 @@ SCENARIOS=(
   "reconcile-on|--set reconcileExisting.enabled=true --set reconcileExisting.leaseName=my-lease --set reconcileExisting.namespaces={cattle-system,cattle-fleet-system} --set server.idleTimeout=2m --set server.headerReadTimeout=5s --set server.maxBodyBytes=1048576 --set shutdown.delaySeconds=5 --set shutdown.graceSeconds=15"
   "policy|-f ${POLICY_FILE} --set preStopSleepSeconds=5 --set priorityClassName=system-cluster-critical --set webhook.failurePolicy=Ignore --set webhook.kubeSystem=false --set webhook.excludedNamespaces={team-a,team-b}"
   "no-match-conditions|--set webhook.skipNoopUpdates=false --set uninstallHook.enabled=false"
+  "reports-events|--set reports.enabled=true --set reports.interval=30m --set reports.namespaces={cattle-system,team-a} --set events.enabled=true"
+  "autoscaling-dashboard|--set autoscaling.enabled=true --set autoscaling.minReplicas=3 --set autoscaling.maxReplicas=8 --set dashboard.enabled=true --set dashboard.annotations.grafana_folder=restrictor"
 )
 
 say "helm lint --strict and helm template"
@@ -118,6 +120,8 @@ expect_fail grace-too-short "terminationGracePeriodSeconds" --set terminationGra
 expect_fail timeout-too-long "at '/webhook/timeoutSeconds'" --set webhook.timeoutSeconds=31
 expect_fail bad-idle-timeout "at '/server/idleTimeout'" --set server.idleTimeout=2min
 expect_fail old-shutdown-value "additional properties" --set shutdownGracePeriodSeconds=20
+expect_fail hpa-min-over-max "must not exceed" --set autoscaling.enabled=true --set autoscaling.minReplicas=5 --set autoscaling.maxReplicas=2
+expect_fail bad-reports-interval "at '/reports/interval'" --set reports.interval=hourly
 expect_fail drain-too-long "terminationGracePeriodSeconds" --set shutdown.delaySeconds=10 --set shutdown.graceSeconds=20
 
 say "kubernetes-validate --strict, Kubernetes ${K8S_MIN} .. newest known"

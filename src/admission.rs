@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::{self, Change, Context, Operation};
-use crate::manifest::describe;
+use crate::manifest::{controller_reference, describe};
 use crate::policy::Policy;
 use crate::workload::WorkloadKind;
 
@@ -65,6 +65,16 @@ pub struct Summary {
     pub profile: Option<String>,
     /// What the engine changed; formatted only where printed.
     pub changes: Vec<Change>,
+    /// Set when a pod CREATE made by a controller is denied: the Event restrictor writes on that
+    /// controller, which is what the admin has to change (the controller only logs a retry).
+    pub denied_pod: Option<DeniedPod>,
+}
+
+/// A denied pod of a workload: its controller's `ownerReference` and the denial as answered.
+#[derive(Debug, Clone)]
+pub struct DeniedPod {
+    pub controller: Value,
+    pub message: String,
 }
 
 /// A review answered: the serialized `AdmissionReview` response, sent with HTTP 200.
@@ -277,6 +287,7 @@ impl<'a> Review<'a> {
             denied_by: Vec::new(),
             profile: None,
             changes: Vec::new(),
+            denied_pod: None,
         }
     }
 
@@ -329,6 +340,16 @@ impl<'a> Review<'a> {
                 response
                     .audit_annotations
                     .push(("denied", truncated(message.clone(), MAX_AUDIT_CHARS)));
+                if self.kind == "Pod" && self.operation == "CREATE" {
+                    summary.denied_pod =
+                        self.object
+                            .as_ref()
+                            .and_then(controller_reference)
+                            .map(|controller| DeniedPod {
+                                controller: controller.clone(),
+                                message: message.clone(),
+                            });
+                }
                 response.allowed = false;
                 response.status = Some(StatusOut {
                     code: 403,
@@ -448,7 +469,7 @@ fn joined(changes: &[Change], max: usize) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
-fn truncated(mut text: String, max: usize) -> String {
+pub(crate) fn truncated(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }

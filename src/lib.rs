@@ -2,6 +2,7 @@
 //! "restricted" level, so that workloads created inside a vcluster survive the host namespace.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

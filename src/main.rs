@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use restrictor::cli::{self, CheckArgs, MutateArgs, PolicyArgs, ServeCommand, UninstallCommand};
+use restrictor::cli::{
+    self, AuditArgs, CheckArgs, MutateArgs, PolicyArgs, ServeCommand, UninstallCommand,
+};
 
 /// restrictor: makes every pod in a vcluster pass Pod Security "restricted".
 #[derive(Debug, Parser)]
@@ -23,6 +25,8 @@ enum Command {
     Check(CheckArgs),
     /// Print the built-in policy, or validate a policy file.
     Policy(PolicyArgs),
+    /// What the webhook would do to every pod-bearing object in a live cluster (read-only).
+    Audit(AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Command::Mutate(args) => cli::mutate(&args).map_err(|error| error.to_string()),
         Command::Check(args) => cli::check(&args).map_err(|error| error.to_string()),
         Command::Policy(args) => cli::policy(&args).map_err(|error| error.to_string()),
+        Command::Audit(args) => cli::audit(&args).map_err(|error| error.to_string()),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

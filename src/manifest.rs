@@ -14,6 +14,15 @@ pub enum ManifestError {
     },
 }
 
+/// The `ownerReferences` entry of `object` marked `controller: true`: the workload that made it.
+pub fn controller_reference(object: &Value) -> Option<&Value> {
+    object
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|reference| reference.get("controller").and_then(Value::as_bool) == Some(true))
+}
+
 /// Every object in `text` (YAML documents or a JSON value), in order; empty documents are skipped
 /// and `List` kinds (`v1/List`, `DeploymentList`, ...) contribute their items.
 pub fn parse(source_name: &str, text: &str) -> Result<Vec<Value>, ManifestError> {

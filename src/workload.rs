@@ -113,6 +113,62 @@ impl WorkloadKind {
     }
 }
 
+/// Where each kind is served: what a client needs to list it. Kept beside [`WorkloadKind::from_type`]
+/// so the kinds restrictor mutates and the kinds it lists are one table.
+impl WorkloadKind {
+    /// Every pod-bearing kind, owners before the objects they own (CronJob before Job, Deployment
+    /// before ReplicaSet, every workload before Pod).
+    pub const ALL: [WorkloadKind; 9] = [
+        Self::CronJob,
+        Self::Job,
+        Self::Deployment,
+        Self::ReplicaSet,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::ReplicationController,
+        Self::PodTemplate,
+        Self::Pod,
+    ];
+
+    /// The API group the kind is served from today (`""` for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Pod | Self::PodTemplate | Self::ReplicationController => "",
+            Self::Deployment | Self::ReplicaSet | Self::StatefulSet | Self::DaemonSet => "apps",
+            Self::Job | Self::CronJob => "batch",
+        }
+    }
+
+    /// `v1` for every kind: the served version of each group.
+    pub fn version(self) -> &'static str {
+        "v1"
+    }
+
+    /// `apiVersion` as objects of the kind carry it (`apps/v1`, `v1`).
+    pub fn api_version(self) -> &'static str {
+        match self.group() {
+            "" => "v1",
+            "apps" => "apps/v1",
+            _ => "batch/v1",
+        }
+    }
+
+    /// The plural resource name RBAC and URLs use (`deployments`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Pod => "pods",
+            Self::PodTemplate => "podtemplates",
+            Self::ReplicationController => "replicationcontrollers",
+            Self::Deployment => "deployments",
+            Self::ReplicaSet => "replicasets",
+            Self::StatefulSet => "statefulsets",
+            Self::DaemonSet => "daemonsets",
+            Self::Job => "jobs",
+            Self::CronJob => "cronjobs",
+        }
+    }
+}
+
 /// The three lists a pod keeps containers in, in the order the kubelet starts them.
 pub const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
@@ -304,6 +360,25 @@ mod tests {
                 object.pointer(kind.template_pointer())
             );
         }
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_classifies_back_from_its_api_version() {
+        for kind in WorkloadKind::ALL {
+            assert_eq!(
+                WorkloadKind::from_type(kind.api_version(), kind.as_str()),
+                Some(kind)
+            );
+            assert_eq!(
+                WorkloadKind::from_group_kind(kind.group(), kind.as_str()),
+                Some(kind)
+            );
+            assert!(kind.plural().ends_with('s'));
+        }
+        let mut plurals: Vec<_> = WorkloadKind::ALL.iter().map(|k| k.plural()).collect();
+        plurals.sort();
+        plurals.dedup();
+        assert_eq!(plurals.len(), WorkloadKind::ALL.len());
     }
 
     #[test]

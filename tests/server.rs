@@ -998,3 +998,81 @@ async fn the_vcluster_review_of_the_agent_pod_and_every_fixture_are_answered_as_
     assert!(!c.conn.is_finished());
     server.shutdown().await.unwrap();
 }
+
+/// A pod of `controller` (or a bare one) whose hostNetwork no security context can fix.
+fn unfixable_pod_review(uid: &str, controller: Option<&str>, dry_run: bool) -> Vec<u8> {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "team-a"},
+        "spec": {"hostNetwork": true, "containers": [{"name": "web", "image": "nginx:1.27"}]}
+    });
+    if let Some(name) = controller {
+        pod["metadata"]["ownerReferences"] = serde_json::json!([
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "other", "uid": "u-0"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": "u-1",
+             "controller": true, "blockOwnerDeletion": true}
+        ]);
+    }
+    let mut review =
+        support::admission_request::AdmissionRequest::create("pod", "team-a", pod).review(uid);
+    review["request"]["dryRun"] = serde_json::json!(dry_run);
+    serde_json::to_vec(&review).unwrap()
+}
+
+#[tokio::test]
+async fn a_denied_pod_of_a_controller_is_handed_to_the_denied_pod_hook_and_nothing_else_is() {
+    init();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pki = Pki::new();
+    let hook_seen = seen.clone();
+    let (server, _secret) = start_with(&pki, move |config| {
+        config.on_denied_pod = Some(restrictor::server::DeniedPodHook(Arc::new(
+            move |summary, pod| {
+                hook_seen.lock().unwrap().push((
+                    summary.uid.clone(),
+                    summary.namespace.clone(),
+                    pod.controller.clone(),
+                    pod.message.clone(),
+                ));
+            },
+        )));
+    })
+    .await;
+    let mut c = h1_client(server.https, pki.client(H1)).await;
+    let cases = [
+        ("of-a-replicaset", Some("web-7d9f"), false),
+        ("dry-run", Some("web-7d9f"), true),
+        ("bare", None, false),
+    ];
+    for (uid, controller, dry_run) in cases {
+        c.send.ready().await.unwrap();
+        let resp = c
+            .send
+            .send_request(review_request(unfixable_pod_review(
+                uid, controller, dry_run,
+            )))
+            .await
+            .unwrap();
+        let (status, _, body) = read(resp).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["allowed"], false, "{uid}: {answer}");
+    }
+    // An allowed pod of a controller is not a denial.
+    post_allowed(&mut c.send, "allowed").await;
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let (uid, namespace, controller, message) = &seen[0];
+    assert_eq!(uid, "of-a-replicaset");
+    assert_eq!(namespace, "team-a");
+    assert_eq!(
+        controller["name"], "web-7d9f",
+        "the controller, not the other owner"
+    );
+    assert_eq!(controller["uid"], "u-1");
+    assert!(message.contains("hostNetwork"), "{message}");
+    drop(seen);
+    server.shutdown().await.unwrap();
+}

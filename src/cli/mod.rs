@@ -1,8 +1,10 @@
 //! The offline commands: `mutate`, `check` and `policy`. They run the same engine the webhook runs,
 //! on manifest files instead of AdmissionReviews.
 
+pub mod audit;
 mod serve;
 
+pub use audit::{AuditArgs, audit};
 pub use serve::{ServeCommand, ServeCommandError, UninstallCommand, serve, uninstall};
 
 use std::io::{Read, Write};

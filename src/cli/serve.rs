@@ -7,12 +7,14 @@ use std::time::Duration;
 use clap::Args;
 use tokio::sync::watch;
 
+use crate::admission::{DeniedPod, Summary};
+use crate::cluster::events::{DeniedWorkload, EventSender, Notice};
 use crate::cluster::{
     self, LeaseConfig, ReconcileConfig, ReconcileEvent, SelfManagedCerts, SelfManagedConfig,
     reconcile_as_leader,
 };
 use crate::policy::Policy;
-use crate::server::{self, Metrics, ServeArgs, Server, TlsSource};
+use crate::server::{self, DeniedPodHook, Metrics, ServeArgs, Server, TlsSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeCommandError {
@@ -68,6 +70,10 @@ pub struct ServeCommand {
     /// This replica's identity in the Lease.
     #[arg(long, env = "RESTRICTOR_POD_NAME")]
     pub pod_name: Option<String>,
+    #[command(flatten)]
+    pub reports: cluster::reports::ReportsArgs,
+    #[command(flatten)]
+    pub events: cluster::events::EventsArgs,
 }
 
 /// Flags of `restrictor uninstall`.
@@ -118,7 +124,40 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         None => return Err(ServeCommandError::NoTls),
     };
 
-    let server = Server::bind(command.server.config(tls)).await?;
+    let identity = command
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("restrictor-{}", std::process::id()));
+    if cluster_client.is_none()
+        && (command.reconcile_existing || command.reports.reports || command.events.events)
+    {
+        cluster_client = Some(client().await?);
+    }
+    let events = match (&cluster_client, command.events.events) {
+        (Some(client), true) => {
+            let (sender, task) = cluster::events::spawn_event_recorder(
+                client.clone(),
+                identity.clone(),
+                cluster::events::EventLimits::default(),
+            );
+            background.push(task);
+            Some(sender)
+        }
+        _ => None,
+    };
+    let mut config = command.server.config(tls);
+    config.on_denied_pod = events.clone().map(|events| {
+        DeniedPodHook(Arc::new(move |summary: &Summary, pod: &DeniedPod| {
+            if let Some(denied) =
+                DeniedWorkload::of_controller(&summary.namespace, &pod.controller, &pod.message)
+            {
+                events.try_send(Notice::Denied(denied));
+            }
+        }))
+    });
+
+    let server = Server::bind(config).await?;
     let readiness = server.readiness();
     if let Some(mut injected) = injected {
         let condition = readiness.condition("ca-bundle-injected");
@@ -132,19 +171,24 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         }));
     }
 
+    if let (Some(client), true) = (&cluster_client, command.reports.reports) {
+        background.push(tokio::spawn(cluster::reports::run_periodic_reports(
+            client.clone(),
+            server.policy(),
+            command.reports.scope(),
+            command.reports.reports_interval.0,
+        )));
+    }
+
     if command.reconcile_existing {
-        let client = match cluster_client {
-            Some(client) => client,
-            None => client().await?,
+        let Some(client) = cluster_client else {
+            return Err(ServeCommandError::Client(
+                "the Kubernetes client was not created".into(),
+            ));
         };
         // None: the namespaces the policy in force names, as the policy changes.
         let namespaces = (!command.reconcile_namespaces.is_empty())
             .then(|| command.reconcile_namespaces.clone());
-        let identity = command
-            .pod_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("restrictor-{}", std::process::id()));
         let lease = LeaseConfig::new(
             required(&command.namespace, "--namespace (for the reconcile Lease)")?,
             command.lease_name.clone(),
@@ -168,6 +212,7 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
             server.policy(),
             ready_rx,
             server.metrics(),
+            events,
         )));
     }
 
@@ -179,7 +224,8 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
 }
 
 /// Re-rolls the workloads created before restrictor once this replica answers reviews, from the
-/// policy in force (a change on disk reaches the next pass), counting every action it takes.
+/// policy in force (a change on disk reaches the next pass), counting every action it takes and
+/// writing an Event on each workload it re-rolls.
 async fn reconcile_existing(
     client: kube::Client,
     lease: LeaseConfig,
@@ -187,12 +233,24 @@ async fn reconcile_existing(
     policy: watch::Receiver<Arc<Policy>>,
     ready: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    events: Option<EventSender>,
 ) {
     let config = ReconcileConfig {
         namespaces,
         ..Default::default()
     };
-    let observer = move |event: &ReconcileEvent<'_>| metrics.reconcile_action(event.action());
+    let observer = move |event: &ReconcileEvent<'_>| {
+        metrics.reconcile_action(event.action());
+        if let (Some(events), ReconcileEvent::Restarted(workload)) = (&events, event) {
+            events.try_send(Notice::restarted(
+                workload.api_version,
+                workload.kind,
+                &workload.namespace,
+                &workload.name,
+                Some(&workload.uid),
+            ));
+        }
+    };
     match reconcile_as_leader(client, lease, config, policy, ready, observer).await {
         Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
         Ok(None) => {}

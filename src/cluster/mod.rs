@@ -37,9 +37,12 @@
 //!   the reconciled namespaces.
 
 pub mod errors;
+pub mod events;
+pub mod inventory;
 pub mod lease;
 pub mod probe;
 pub mod reconcile;
+pub mod reports;
 mod rollout;
 mod secret;
 pub mod webhook_config;

@@ -444,16 +444,19 @@ impl Policy {
     /// The first rule matching `subject`, with its profile; `None` when no rule matches or the rule
     /// says `profile: none`.
     pub fn select(&self, subject: &Subject<'_>) -> Option<Selection<'_>> {
-        let rule = self
-            .rules
-            .iter()
-            .find(|rule| rule.matcher.matches(subject))?;
+        let rule = self.matching_rule(subject)?;
         let (profile_name, profile) = self.profiles.get_key_value(&rule.profile)?;
         Some(Selection {
             rule: &rule.name,
             profile_name,
             profile,
         })
+    }
+
+    /// The first rule matching `subject`, whatever its profile (`none` included): the rule that
+    /// decides, for reports that name it.
+    pub fn matching_rule(&self, subject: &Subject<'_>) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.matcher.matches(subject))
     }
 
     /// Namespaces the rules that apply a profile name without wildcards: where workloads created

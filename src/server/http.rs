@@ -33,6 +33,7 @@ pub(crate) struct Shared {
     pub readiness: Readiness,
     pub max_body_bytes: usize,
     pub default_timeout: Duration,
+    pub on_denied_pod: Option<super::DeniedPodHook>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -158,6 +159,11 @@ async fn answer(shared: &Shared, req: Request<Incoming>, start: Instant) -> Resp
             );
             if s.disposition == Disposition::Denied {
                 shared.metrics.denied(&s.denied_by);
+                if let (Some(hook), Some(pod), false) =
+                    (&shared.on_denied_pod, &s.denied_pod, s.dry_run)
+                {
+                    (hook.0)(&s, pod);
+                }
             }
             // The summary's own strings become the labels: nothing is copied per request.
             shared

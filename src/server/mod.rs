@@ -52,7 +52,7 @@ pub use duration::GoDuration;
 pub use metrics::Metrics;
 pub use tls::TlsError;
 
-use crate::admission::{AdmissionError, Answer};
+use crate::admission::{AdmissionError, Answer, DeniedPod, Summary};
 use crate::certs::ServingPem;
 use crate::policy::{Policy, PolicyError};
 use policy_source::PolicySource;
@@ -117,6 +117,22 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     /// Most TLS connections open at once; further connections wait in the backlog (default 4096).
     pub max_connections: usize,
+    /// Told of every denied pod CREATE (not dry run) made by a controller, on the request path:
+    /// it must not block (the Event writer queues with `try_send`). Default none.
+    pub on_denied_pod: Option<DeniedPodHook>,
+}
+
+/// What [`DeniedPodHook`] calls: the review's summary and the denied pod's controller.
+pub type DeniedPodFn = dyn Fn(&Summary, &DeniedPod) + Send + Sync;
+
+/// See [`ServeConfig::on_denied_pod`].
+#[derive(Clone)]
+pub struct DeniedPodHook(pub Arc<DeniedPodFn>);
+
+impl std::fmt::Debug for DeniedPodHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeniedPodHook")
+    }
 }
 
 impl ServeConfig {
@@ -137,6 +153,7 @@ impl ServeConfig {
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             reload_interval: defaults::RELOAD_INTERVAL,
             max_connections: defaults::MAX_CONNECTIONS,
+            on_denied_pod: None,
         }
     }
 }
@@ -295,6 +312,7 @@ impl Server {
             readiness,
             max_body_bytes: config.max_body_bytes,
             default_timeout: config.default_timeout,
+            on_denied_pod: config.on_denied_pod.clone(),
         });
         Ok(Server {
             config,

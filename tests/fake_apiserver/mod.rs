@@ -134,6 +134,7 @@ struct Inner {
     calls: Vec<Call>,
     unexpected: Vec<String>,
     dry_run_hooks: Vec<(&'static str, DryRunHook)>,
+    audit: AuditExtensions,
 }
 
 #[derive(Clone)]
@@ -256,6 +257,9 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let query = query_map(&uri);
+    if let Some(answer) = audit_discovery(&fake, &method, &path) {
+        return answer;
+    }
     let Some(p) = parse_path(&path) else {
         fake.inner
             .lock()
@@ -338,7 +342,10 @@ async fn handle(
             let items: Vec<Value> = store
                 .objects
                 .iter()
-                .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                .filter(|(k, _)| {
+                    (k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                        || (p.namespace.is_none() && in_any_namespace(k, &p))
+                })
                 .filter(|(_, o)| {
                     field_name
                         .as_ref()
@@ -359,10 +366,15 @@ async fn handle(
             } else {
                 format!("{}/{}", p.group, p.version)
             };
+            let (items, continue_token) = paginate(items, &query, inner.audit.page_size);
+            let mut metadata = json!({"resourceVersion": store.rv.to_string()});
+            if let Some(token) = continue_token {
+                metadata["continue"] = json!(token);
+            }
             ok(
                 StatusCode::OK,
                 &json!({"apiVersion": api_version, "kind": list_kind(&p.resource),
-                    "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
+                    "metadata": metadata, "items": items}),
             )
         }
         "watch" => {
@@ -479,6 +491,10 @@ async fn handle(
         "patch" => {
             let name = p.name.clone().unwrap_or_default();
             let path = object_path(&name);
+            if is_apply_patch(&headers) {
+                let manager = query.get("fieldManager").cloned().unwrap_or_default();
+                return server_side_apply(store, &p, &path, &body, &manager);
+            }
             let Some(current) = store.objects.get(&path).cloned() else {
                 return status(
                     404,
@@ -533,6 +549,173 @@ async fn handle(
     }
 }
 
+// --- Additions for `restrictor audit`, PolicyReports and Events: API discovery of extra groups,
+// cluster-wide lists of namespaced resources, list pages, server-side apply. ---
+
+/// What the audit tests switch on.
+#[derive(Default)]
+struct AuditExtensions {
+    /// Group versions served beyond the built-in ones (`wgpolicyk8s.io/v1alpha2`), with the
+    /// APIResource entries their discovery document lists.
+    served: BTreeMap<String, Vec<Value>>,
+    /// Largest page a list returns (the real API server honours `limit`; tests use a small cap
+    /// to make the client follow `continue` tokens).
+    page_size: Option<usize>,
+}
+
+/// `GET /apis/<group>/<version>`: the discovery document of a served extra group, 404 otherwise
+/// (as for a CRD that is not installed).
+fn audit_discovery(fake: &Fake, method: &Method, path: &str) -> Option<Response> {
+    if method != Method::GET {
+        return None;
+    }
+    let (group, version) = path.strip_prefix("/apis/")?.split_once('/')?;
+    if version.is_empty() || version.contains('/') {
+        return None;
+    }
+    let group_version = format!("{group}/{version}");
+    let inner = fake.inner.lock().unwrap();
+    Some(match inner.audit.served.get(&group_version) {
+        Some(resources) => ok(
+            StatusCode::OK,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": group_version, "resources": resources}),
+        ),
+        None => status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    })
+}
+
+/// Whether `key` is an object of `p`'s resource in some namespace: a cluster-wide list
+/// (`/apis/apps/v1/deployments`) returns those.
+fn in_any_namespace(key: &str, p: &Parsed) -> bool {
+    let root = if p.group.is_empty() {
+        format!("/api/{}/namespaces/", p.version)
+    } else {
+        format!("/apis/{}/{}/namespaces/", p.group, p.version)
+    };
+    let Some(rest) = key.strip_prefix(&root) else {
+        return false;
+    };
+    matches!(rest.split('/').collect::<Vec<_>>().as_slice(), [_, resource, _] if *resource == p.resource)
+}
+
+/// One page of `items` per `limit` (capped by the test's page size) from the `continue` offset.
+fn paginate(
+    items: Vec<Value>,
+    query: &BTreeMap<String, String>,
+    page_size: Option<usize>,
+) -> (Vec<Value>, Option<String>) {
+    let asked = query.get("limit").and_then(|l| l.parse::<usize>().ok());
+    let limit = match (asked, page_size) {
+        (Some(a), Some(p)) => Some(a.min(p)),
+        (a, p) => a.or(p),
+    };
+    let offset = query
+        .get("continue")
+        .and_then(|c| c.strip_prefix("offset-"))
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0);
+    let Some(limit) = limit.filter(|l| *l > 0) else {
+        return (items, None);
+    };
+    let end = (offset + limit).min(items.len());
+    let next = (end < items.len()).then(|| format!("offset-{end}"));
+    (items.get(offset..end).unwrap_or_default().to_vec(), next)
+}
+
+fn is_apply_patch(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c == "application/apply-patch+yaml")
+}
+
+/// Server-side apply as the API server does it for one field manager: creates the object when
+/// absent, otherwise sets the fields sent; an apply that changes nothing writes nothing (the
+/// resourceVersion stays).
+fn server_side_apply(
+    store: &mut Store,
+    p: &Parsed,
+    path: &str,
+    body: &[u8],
+    manager: &str,
+) -> Response {
+    let Ok(sent) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "apply body is not JSON");
+    };
+    if manager.is_empty() {
+        return status(
+            400,
+            "BadRequest",
+            "fieldManager is required for apply requests",
+        );
+    }
+    if sent["metadata"]["name"].as_str() != p.name.as_deref() {
+        return status(422, "Invalid", "metadata.name does not match the URL");
+    }
+    let managed = json!([{"manager": manager, "operation": "Apply"}]);
+    match store.objects.get(path).cloned() {
+        None => {
+            let mut object = sent;
+            if let Some(ns) = &p.namespace {
+                object["metadata"]["namespace"] = json!(ns);
+            }
+            object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+            object["metadata"]["managedFields"] = managed;
+            store.put(path, object);
+            ok(StatusCode::CREATED, &store.objects[path])
+        }
+        Some(current) => {
+            let mut merged = current.clone();
+            if let Some(fields) = sent.as_object() {
+                for (key, value) in fields {
+                    if key == "metadata" {
+                        if let Some(labels) = value.get("labels") {
+                            merged["metadata"]["labels"] = labels.clone();
+                        }
+                    } else {
+                        merged[key] = value.clone();
+                    }
+                }
+            }
+            merged["metadata"]["managedFields"] = managed;
+            if merged != current {
+                store.put(path, merged);
+            }
+            ok(StatusCode::OK, &store.objects[path])
+        }
+    }
+}
+
+impl Fake {
+    /// Serves `group_version` (e.g. `wgpolicyk8s.io/v1alpha2`) in API discovery with these
+    /// plural resource names, as if its CRDs were installed.
+    pub fn serve_api(&self, group_version: &str, plurals: &[&str]) {
+        let resources = plurals
+            .iter()
+            .map(|plural| {
+                json!({"name": plural, "namespaced": true, "kind": "",
+                "verbs": ["get", "list", "patch", "create"]})
+            })
+            .collect();
+        self.inner
+            .lock()
+            .unwrap()
+            .audit
+            .served
+            .insert(group_version.to_string(), resources);
+    }
+
+    /// Caps every list page at `size` items.
+    pub fn set_page_size(&self, size: usize) {
+        self.inner.lock().unwrap().audit.page_size = Some(size);
+    }
+}
+
 impl Fake {
     /// Starts the server on 127.0.0.1:0 with the given allow rules.
     pub async fn start(rules: Vec<Rule>) -> Self {
@@ -549,6 +732,7 @@ impl Fake {
             calls: Vec::new(),
             unexpected: Vec::new(),
             dry_run_hooks: Vec::new(),
+            audit: AuditExtensions::default(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -71,7 +71,7 @@ app.kubernetes.io/part-of: restrictor
 
 {{/* "true" when restrictor itself talks to the Kubernetes API (needs a token and RBAC). */}}
 {{- define "restrictor.needsApi" -}}
-{{- if or (eq .Values.tls.mode "self-managed") .Values.reconcileExisting.enabled }}true{{ end }}
+{{- if or (eq .Values.tls.mode "self-managed") .Values.reconcileExisting.enabled .Values.reports.enabled .Values.events.enabled }}true{{ end }}
 {{- end }}
 
 {{/* Validation of value combinations the schema cannot express. */}}
