@@ -319,9 +319,15 @@ impl<'a> Review<'a> {
                     .audit_annotations
                     .push(("denied", truncated(message.clone(), MAX_AUDIT_CHARS)));
                 response.allowed = false;
+                // An object the engine cannot read is bad input, as the API server answers it.
+                let (code, reason) = if denial.is_malformed() {
+                    (400, "BadRequest")
+                } else {
+                    (403, "Forbidden")
+                };
                 response.status = Some(StatusOut {
-                    code: 403,
-                    reason: "Forbidden",
+                    code,
+                    reason,
                     message,
                 });
             } else if !outcome.patch.is_empty() {

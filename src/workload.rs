@@ -98,6 +98,16 @@ impl WorkloadKind {
         }
     }
 
+    /// The pod's `metadata` in the dotted form messages use (`spec.template.metadata`).
+    pub fn metadata_path(self) -> &'static str {
+        match self {
+            Self::Pod => "metadata",
+            Self::PodTemplate => "template.metadata",
+            Self::CronJob => "spec.jobTemplate.spec.template.metadata",
+            _ => "spec.template.metadata",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pod => "Pod",

@@ -3,13 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::pod::{is_compliant_seccomp, was};
+use super::pod::was;
 use super::{Mutation, Scope};
 use crate::policy::Action;
+use crate::pss::controls::{Control, RESTRICTED_ADDABLE_CAPABILITY as ALLOWED_ADD, is_allowed_profile};
 use crate::workload::ContainerAt;
-
-/// The one capability the restricted level lets a container add.
-const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let windows = m.is_windows();
@@ -64,7 +62,7 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
                 })
             }
             "runAsUser" => value.as_i64().is_some_and(|id| id > 0),
-            "seccompProfile" => is_compliant_seccomp(value),
+            "seccompProfile" => is_allowed_profile(value),
             "readOnlyRootFilesystem" => {
                 read_only = *value == Value::Bool(true);
                 true
@@ -153,7 +151,7 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: ContainerAt, scope: &Scope,
             m.deny(
                 field,
                 scope.clone(),
-                "Capabilities",
+                Control::Capabilities,
                 format!(
                     "adds {} (only {ALLOWED_ADD} is allowed)",
                     removed.join(", ")
@@ -197,7 +195,7 @@ fn seccomp(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/seccompProfile");
     match m.editor.get(&pointer) {
         None => {}
-        Some(profile) if is_compliant_seccomp(profile) => {}
+        Some(profile) if is_allowed_profile(profile) => {}
         Some(profile) => {
             let previous = profile
                 .get("type")

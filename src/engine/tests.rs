@@ -39,7 +39,7 @@ fn eval<'p>(
 }
 
 /// Applies `outcome`'s patch to `object` with an independent RFC 6902 implementation.
-fn apply(object: &Value, outcome: &Outcome) -> Value {
+fn apply(object: &Value, outcome: &Verdict) -> Value {
     let patch: json_patch::Patch =
         serde_json::from_value(serde_json::to_value(&outcome.patch).expect("ops")).expect("patch");
     let mut patched = object.clone();
@@ -48,7 +48,7 @@ fn apply(object: &Value, outcome: &Outcome) -> Value {
 }
 
 /// Evaluates under `policy`, applies the patch, and checks that a second pass changes nothing.
-fn admit_with(policy: &Policy, object: &Value) -> (Outcome, Value) {
+fn admit_with(policy: &Policy, object: &Value) -> (Verdict, Value) {
     let kind = kind_of(object);
     let evaluation = eval(policy, object, kind, namespace_of(object), Context::CREATE)
         .expect("a profile applies");
@@ -72,7 +72,7 @@ fn admit_with(policy: &Policy, object: &Value) -> (Outcome, Value) {
     (outcome, patched)
 }
 
-fn admit(object: &Value) -> (Outcome, Value) {
+fn admit(object: &Value) -> (Verdict, Value) {
     admit_with(&Policy::builtin(), object)
 }
 
@@ -281,7 +281,7 @@ fn capabilities_can_be_denied_by_policy() {
         denial.findings[0].field,
         "spec.containers[0].securityContext.capabilities.add"
     );
-    assert_eq!(denial.findings[0].check, "Capabilities");
+    assert_eq!(denial.findings[0].control.name(), "Capabilities");
 }
 
 #[test]
@@ -342,7 +342,7 @@ fn every_pod_bearing_kind_is_mutated_and_other_kinds_pass_untouched() {
             Context::CREATE,
             &Profile::default()
         ),
-        Outcome::default()
+        Verdict::default()
     );
 }
 
@@ -446,7 +446,7 @@ fn every_unfixable_category_is_denied_with_its_field() {
         let denial = deny(&pod(spec));
         assert_eq!(denial.findings.len(), 1, "{field}: {denial:?}");
         assert_eq!(denial.findings[0].field, field);
-        assert_eq!(denial.findings[0].check, check);
+        assert_eq!(denial.findings[0].control.name(), check);
         let message = denial.to_string();
         assert!(message.contains("host namespace would reject"), "{message}");
     }
