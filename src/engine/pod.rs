@@ -71,7 +71,12 @@ fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
 /// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
 /// The user and group are left unset when every container sets its own, so an image's own numeric
 /// USER keeps working wherever the pod spec already decided.
-fn identities(profile: &Profile, spec: &Value, context: &SecurityContextFields<'_>, edits: &mut Vec<Edit>) {
+fn identities(
+    profile: &Profile,
+    spec: &Value,
+    context: &SecurityContextFields<'_>,
+    edits: &mut Vec<Edit>,
+) {
     for (field, pointer, current, id, containers_may_decide) in [
         (
             "runAsUser",
@@ -148,7 +153,12 @@ fn every_container_has_seccomp(spec: &Value) -> bool {
         })
 }
 
-fn sysctls(profile: &Profile, spec: &Value, context: &SecurityContextFields<'_>, edits: &mut Vec<Edit>) {
+fn sysctls(
+    profile: &Profile,
+    spec: &Value,
+    context: &SecurityContextFields<'_>,
+    edits: &mut Vec<Edit>,
+) {
     if profile.sysctls.is_empty() {
         return;
     }

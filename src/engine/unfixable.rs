@@ -7,12 +7,12 @@ use serde_json::Value;
 use super::{Mutation, Scope};
 use crate::patch::escape;
 use crate::policy::{Action, Unfixable};
+use crate::pss::Malformed;
 use crate::pss::controls::{
     APPARMOR_ANNOTATION_PREFIX, Control, is_allowed_apparmor_annotation, is_allowed_profile,
     is_allowed_selinux_type, is_restricted_volume_type, is_safe_sysctl,
 };
 use crate::pss::fields::{ContainerFields, PodSpecFields, SecurityContextFields};
-use crate::pss::Malformed;
 use crate::workload::ContainerAt;
 
 /// What the policy does about a value that breaks `control`: each unfixable control has its own
@@ -48,7 +48,12 @@ struct Offence<'a> {
 
 fn handle(m: &mut Mutation<'_, '_>, offence: Offence<'_>) {
     match action(&m.profile.unfixable, offence.control) {
-        Action::Deny => m.deny(offence.field, offence.scope, offence.control, offence.reason),
+        Action::Deny => m.deny(
+            offence.field,
+            offence.scope,
+            offence.control,
+            offence.reason,
+        ),
         Action::Remove => {
             if m.editor.remove(&offence.pointer) {
                 m.change(
@@ -110,7 +115,9 @@ impl Screen {
                     || sc.windows_options.is_some()
                     || sc.app_armor_profile.is_some()
                     || sc.sysctls.and_then(Value::as_array).is_some_and(|sysctls| {
-                        sysctls.iter().any(|sysctl| !is_safe_sysctl(sysctl_name(sysctl)))
+                        sysctls
+                            .iter()
+                            .any(|sysctl| !is_safe_sysctl(sysctl_name(sysctl)))
                     })
             },
             ..Self::default()
@@ -256,7 +263,10 @@ fn sysctl_name(sysctl: &Value) -> &str {
 }
 
 fn unsafe_sysctls(m: &mut Mutation<'_, '_>) {
-    let sysctls = m.spec().get("securityContext").and_then(|sc| sc.get("sysctls"));
+    let sysctls = m
+        .spec()
+        .get("securityContext")
+        .and_then(|sc| sc.get("sysctls"));
     let offending: Vec<(usize, String)> = elements(sysctls)
         .map(|(index, sysctl)| (index, sysctl_name(sysctl)))
         .filter(|(_, name)| !is_safe_sysctl(name))
@@ -409,7 +419,9 @@ fn apparmor_annotations(m: &mut Mutation<'_, '_>) {
             key.starts_with(APPARMOR_ANNOTATION_PREFIX) && !is_allowed_apparmor_annotation(value)
         })
         .map(|(key, value)| {
-            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
             (key.clone(), value)
         })
         .collect();

@@ -422,9 +422,7 @@ impl Checker<'_, '_> {
         };
         for (index, sysctl) in sysctls.iter().enumerate() {
             let name = sysctl.get("name");
-            let safe = name
-                .and_then(Value::as_str)
-                .is_some_and(is_safe_sysctl);
+            let safe = name.and_then(Value::as_str).is_some_and(is_safe_sysctl);
             if !safe {
                 self.pod_violation(
                     Control::Sysctls,
@@ -739,4 +737,3 @@ impl Checker<'_, '_> {
         }
     }
 }
-

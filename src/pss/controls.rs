@@ -135,7 +135,8 @@ pub(crate) const SELINUX_TYPES: [&str; 5] = [
 ];
 
 /// The deprecated per-container AppArmor annotations: the prefix, then the container's name.
-pub(crate) const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+pub(crate) const APPARMOR_ANNOTATION_PREFIX: &str =
+    "container.apparmor.security.beta.kubernetes.io/";
 
 /// Whether a sysctl name is in the safe set.
 pub(crate) fn is_safe_sysctl(name: &str) -> bool {

@@ -114,7 +114,11 @@ impl<'a> PodSpecFields<'a> {
         [
             Mistyped::check(self.init_containers, JsonType::Array, "initContainers"),
             Mistyped::check(self.containers, JsonType::Array, "containers"),
-            Mistyped::check(self.ephemeral_containers, JsonType::Array, "ephemeralContainers"),
+            Mistyped::check(
+                self.ephemeral_containers,
+                JsonType::Array,
+                "ephemeralContainers",
+            ),
             Mistyped::check(self.volumes, JsonType::Array, "volumes"),
             Mistyped::check(self.security_context, JsonType::Object, "securityContext"),
         ]

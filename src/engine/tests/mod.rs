@@ -1,3 +1,5 @@
+mod malformed;
+
 use serde_json::{Value, json};
 
 use super::*;
@@ -108,11 +110,11 @@ fn agent_deployment(text: &str) -> Value {
 }
 
 const MAIN_IMPORT: &str =
-    include_str!("../../tests/fixtures/rancher/10-import.testdata.test-provisioned-import.yaml");
+    include_str!("../../../tests/fixtures/rancher/10-import.testdata.test-provisioned-import.yaml");
 const V2_14_IMPORT: &str =
-    include_str!("../../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
+    include_str!("../../../tests/fixtures/rancher/20-import.v2.14.4.url-render.ca-checksum.yaml");
 const REAPPLY: &str =
-    include_str!("../../tests/fixtures/rancher/22-import.main.clusterdeploy-reapply.yaml");
+    include_str!("../../../tests/fixtures/rancher/22-import.main.clusterdeploy-reapply.yaml");
 
 fn mounts(container: &Value) -> Vec<&str> {
     container["volumeMounts"]
@@ -663,7 +665,7 @@ fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
 #[test]
 fn agent_on_host_network_gets_no_sysctl_and_is_denied() {
     let text = include_str!(
-        "../../tests/fixtures/rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml"
+        "../../../tests/fixtures/rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml"
     );
     let denial = deny(&agent_deployment(text));
     assert_eq!(denial.findings[0].field, "spec.template.spec.hostNetwork");
