@@ -41,11 +41,14 @@ fn wrongly_typed_json_never_panics() {
     )));
 }
 
+/// An edit of the compliant pod.
+type Edit = fn(&mut Value);
+
 /// Every mistyped field the checker reads as it reads it: the pod spec's lists and context, and a
 /// container's context and lists. Each is a `Malformed` violation at both levels, with its field.
 #[test]
 fn mistyped_fields_are_violations_at_every_level() {
-    let cases: [(fn(&mut Value), &str, &str); 11] = [
+    let cases: [(Edit, &str, &str); 11] = [
         (
             |p| p["spec"]["containers"] = json!({"name": "app"}),
             "spec.containers",
