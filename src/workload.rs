@@ -160,11 +160,6 @@ impl<'a> PodTemplate<'a> {
         })
     }
 
-    /// JSON pointer of the pod spec inside the whole object (`/spec/template/spec`).
-    pub fn spec_pointer(&self) -> String {
-        format!("{}/spec", self.kind.template_pointer())
-    }
-
     /// Labels of the pod (the template's labels for workloads).
     pub fn labels(&self) -> Option<&'a serde_json::Map<String, Value>> {
         self.metadata?.get("labels")?.as_object()
@@ -308,7 +303,10 @@ mod tests {
                 pod.containers().map(|c| c.name()).collect::<Vec<_>>(),
                 ["c"]
             );
-            assert_eq!(object.pointer(&pod.spec_pointer()), Some(pod.spec));
+            assert_eq!(
+                object.pointer(&format!("{}/spec", kind.template_pointer())),
+                Some(pod.spec)
+            );
             assert_eq!(
                 kind.holder(&object),
                 object.pointer(kind.template_pointer())

@@ -114,8 +114,8 @@ struct Checker<'p, 'a> {
 }
 
 impl Checker<'_, '_> {
-    /// Pushes a violation of a pod-spec field; `suffix` is relative to the pod spec.
-    fn pod_violation(
+    /// Pushes a violation of a pod-spec field at `level`; `suffix` is relative to the pod spec.
+    fn pod_violation_at(
         &mut self,
         control: Control,
         level: Level,
@@ -132,8 +132,8 @@ impl Checker<'_, '_> {
         });
     }
 
-    /// Pushes a violation of a container field; `suffix` is relative to the container.
-    fn container_violation(
+    /// Pushes a violation of a container field at `level`; `suffix` is relative to the container.
+    fn container_violation_at(
         &mut self,
         control: Control,
         level: Level,
@@ -152,6 +152,27 @@ impl Checker<'_, '_> {
         });
     }
 
+    /// Pushes a violation of a pod-spec field at its control's level.
+    fn pod_violation(
+        &mut self,
+        control: Control,
+        suffix: fmt::Arguments<'_>,
+        detail: fmt::Arguments<'_>,
+    ) {
+        self.pod_violation_at(control, control.level(), suffix, detail);
+    }
+
+    /// Pushes a violation of a container field at its control's level.
+    fn container_violation(
+        &mut self,
+        control: Control,
+        container: &ContainerRef<'_>,
+        suffix: fmt::Arguments<'_>,
+        detail: fmt::Arguments<'_>,
+    ) {
+        self.container_violation_at(control, control.level(), container, suffix, detail);
+    }
+
     /// Pushes a [`Control::Malformed`] violation for a member of the wrong JSON type.
     fn mistyped(&mut self, container: Option<&ContainerRef<'_>>, mistyped: Mistyped<'_>) {
         let member = format_args!("{}", mistyped.member);
@@ -161,10 +182,8 @@ impl Checker<'_, '_> {
             super::JsonType::of(mistyped.found)
         );
         match container {
-            None => self.pod_violation(Control::Malformed, Level::Baseline, member, detail),
-            Some(c) => {
-                self.container_violation(Control::Malformed, Level::Baseline, c, member, detail)
-            }
+            None => self.pod_violation(Control::Malformed, member, detail),
+            Some(c) => self.container_violation(Control::Malformed, c, member, detail),
         }
     }
 
@@ -178,7 +197,6 @@ impl Checker<'_, '_> {
         if not_false(host_process) {
             self.pod_violation(
                 Control::HostProcess,
-                Level::Baseline,
                 format_args!("securityContext.windowsOptions.hostProcess"),
                 format_args!("must be false or unset, not {}", Shown(host_process)),
             );
@@ -193,7 +211,6 @@ impl Checker<'_, '_> {
             if not_false(value) {
                 self.pod_violation(
                     Control::HostNamespaces,
-                    Level::Baseline,
                     format_args!("{name}"),
                     format_args!("must be false or unset, not {}", Shown(value)),
                 );
@@ -210,7 +227,6 @@ impl Checker<'_, '_> {
         {
             self.pod_violation(
                 Control::AppArmor,
-                Level::Baseline,
                 format_args!("securityContext.appArmorProfile.type"),
                 format_args!(
                     "must be RuntimeDefault or Localhost, not {}",
@@ -232,7 +248,6 @@ impl Checker<'_, '_> {
         {
             self.pod_violation(
                 Control::Seccomp,
-                Level::Baseline,
                 format_args!("securityContext.seccompProfile.type"),
                 format_args!(
                     "must be RuntimeDefault or Localhost, not {}",
@@ -254,7 +269,6 @@ impl Checker<'_, '_> {
             if !is_unset(non_root) && !is_true(non_root) {
                 self.pod_violation(
                     Control::RunningAsNonRoot,
-                    Level::Restricted,
                     format_args!("securityContext.runAsNonRoot"),
                     format_args!("must be true, not {}", Shown(non_root)),
                 );
@@ -264,7 +278,6 @@ impl Checker<'_, '_> {
             if zero_or_wrong_type(user) {
                 self.pod_violation(
                     Control::RunningAsNonRootUser,
-                    Level::Restricted,
                     format_args!("securityContext.runAsUser"),
                     format_args!("must be a non-zero user ID, not {}", Shown(user)),
                 );
@@ -281,7 +294,6 @@ impl Checker<'_, '_> {
             let Some(sources) = volume.as_object() else {
                 self.pod_violation(
                     Control::Malformed,
-                    Level::Baseline,
                     format_args!("volumes[{index}]"),
                     format_args!("expected an object, found {}", super::JsonType::of(volume)),
                 );
@@ -292,7 +304,6 @@ impl Checker<'_, '_> {
             if !is_unset(sources.get("hostPath")) {
                 self.pod_violation(
                     Control::HostPathVolumes,
-                    Level::Baseline,
                     format_args!("volumes[{index}].hostPath"),
                     format_args!("hostPath volume {:?} is not allowed", name()),
                 );
@@ -310,7 +321,6 @@ impl Checker<'_, '_> {
                 }
                 self.pod_violation(
                     Control::VolumeTypes,
-                    Level::Restricted,
                     format_args!("volumes[{index}].{key}"),
                     format_args!("volume {:?} uses restricted volume type {key:?}", name()),
                 );
@@ -393,13 +403,11 @@ impl Checker<'_, '_> {
         match container {
             None => self.pod_violation(
                 Control::SELinux,
-                Level::Baseline,
                 format_args!("securityContext.seLinuxOptions.{name}"),
                 detail,
             ),
             Some(c) => self.container_violation(
                 Control::SELinux,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.seLinuxOptions.{name}"),
                 detail,
@@ -414,7 +422,6 @@ impl Checker<'_, '_> {
         let Some(sysctls) = sysctls.as_array() else {
             self.pod_violation(
                 Control::Sysctls,
-                Level::Baseline,
                 format_args!("securityContext.sysctls"),
                 format_args!("must be a list of sysctls"),
             );
@@ -426,7 +433,6 @@ impl Checker<'_, '_> {
             if !safe {
                 self.pod_violation(
                     Control::Sysctls,
-                    Level::Baseline,
                     format_args!("securityContext.sysctls[{index}].name"),
                     format_args!("sysctl {} is not in the safe set", Shown(name)),
                 );
@@ -458,7 +464,6 @@ impl Checker<'_, '_> {
         if not_false(host_process) {
             self.container_violation(
                 Control::HostProcess,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.windowsOptions.hostProcess"),
                 format_args!("must be false or unset, not {}", Shown(host_process)),
@@ -470,7 +475,6 @@ impl Checker<'_, '_> {
         if not_false(privileged) {
             self.container_violation(
                 Control::PrivilegedContainers,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.privileged"),
                 format_args!("must be false or unset, not {}", Shown(privileged)),
@@ -489,7 +493,6 @@ impl Checker<'_, '_> {
         {
             self.container_violation(
                 Control::AppArmor,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.appArmorProfile.type"),
                 format_args!(
@@ -510,13 +513,12 @@ impl Checker<'_, '_> {
             if !self.user_namespace {
                 self.container_violation(
                     Control::ProcMountType,
-                    Level::Baseline,
                     c,
                     format_args!("securityContext.procMount"),
                     format_args!("must be Default or unset, not {}", Shown(proc_mount)),
                 );
             } else if self.restricted {
-                self.container_violation(
+                self.container_violation_at(
                     Control::ProcMountType,
                     Level::Restricted,
                     c,
@@ -533,7 +535,6 @@ impl Checker<'_, '_> {
         {
             self.container_violation(
                 Control::Seccomp,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.seccompProfile.type"),
                 format_args!(
@@ -556,7 +557,6 @@ impl Checker<'_, '_> {
             if !is_false(escalation) {
                 self.container_violation(
                     Control::PrivilegeEscalation,
-                    Level::Restricted,
                     c,
                     format_args!("securityContext.allowPrivilegeEscalation"),
                     format_args!("must be false, not {}", Shown(escalation)),
@@ -575,7 +575,6 @@ impl Checker<'_, '_> {
             if !ok {
                 self.container_violation(
                     Control::RunningAsNonRoot,
-                    Level::Restricted,
                     c,
                     format_args!("securityContext.runAsNonRoot"),
                     format_args!(
@@ -594,7 +593,6 @@ impl Checker<'_, '_> {
             if zero_or_wrong_type(user) {
                 self.container_violation(
                     Control::RunningAsNonRootUser,
-                    Level::Restricted,
                     c,
                     format_args!("securityContext.runAsUser"),
                     format_args!("must be a non-zero user ID, not {}", Shown(user)),
@@ -604,7 +602,7 @@ impl Checker<'_, '_> {
 
         // Seccomp (restricted part, Linux only): a profile must be set here or at pod level.
         if !self.windows && seccomp.is_none() && !self.pod_seccomp {
-            self.container_violation(
+            self.container_violation_at(
                 Control::Seccomp,
                 Level::Restricted,
                 c,
@@ -626,7 +624,6 @@ impl Checker<'_, '_> {
             None => {}
             Some(None) => self.container_violation(
                 Control::Capabilities,
-                Level::Baseline,
                 c,
                 format_args!("securityContext.capabilities.add"),
                 format_args!("must be a list of capabilities"),
@@ -644,7 +641,7 @@ impl Checker<'_, '_> {
                         }
                         _ => Level::Baseline,
                     };
-                    self.container_violation(
+                    self.container_violation_at(
                         Control::Capabilities,
                         level,
                         c,
@@ -668,7 +665,7 @@ impl Checker<'_, '_> {
                 .and_then(Value::as_array)
                 .is_some_and(|drop| drop.iter().any(|d| d.as_str() == Some("ALL")));
             if !drops_all {
-                self.container_violation(
+                self.container_violation_at(
                     Control::Capabilities,
                     Level::Restricted,
                     c,
@@ -693,7 +690,6 @@ impl Checker<'_, '_> {
             if !allowed {
                 self.container_violation(
                     Control::HostPorts,
-                    Level::Baseline,
                     c,
                     format_args!("ports[{index}].hostPort"),
                     format_args!("must be 0 or unset, not {}", Shown(host_port)),
@@ -727,7 +723,6 @@ impl Checker<'_, '_> {
                     };
                     self.container_violation(
                         Control::HostProbesLifecycle,
-                        Level::Baseline,
                         c,
                         format_args!("{outer}{sep}{inner}.{action}.host"),
                         format_args!("must be unset, not {}", Shown(host)),

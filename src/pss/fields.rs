@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::workload::CONTAINER_LISTS;
+
 /// The members of a JSON object; none when the value is absent or not an object, just as
 /// `Value::get` finds nothing there.
 pub(crate) fn members(value: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
@@ -101,10 +103,11 @@ members_of! {
 impl<'a> PodSpecFields<'a> {
     /// The three container lists with their names, in the order the kubelet starts them.
     pub(crate) fn container_lists(&self) -> [(&'static str, Option<&'a Value>); 3] {
+        let [init, regular, ephemeral] = CONTAINER_LISTS;
         [
-            ("initContainers", self.init_containers),
-            ("containers", self.containers),
-            ("ephemeralContainers", self.ephemeral_containers),
+            (init, self.init_containers),
+            (regular, self.containers),
+            (ephemeral, self.ephemeral_containers),
         ]
     }
 

@@ -30,7 +30,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 pub use controls::{Control, SAFE_SYSCTLS};
-pub use fields::{JsonType, Malformed};
+pub(crate) use fields::{JsonType, Malformed};
 
 use crate::workload::{ContainerAt, PodTemplate};
 
