@@ -114,7 +114,35 @@ struct Checker<'p, 'a> {
 }
 
 impl Checker<'_, '_> {
-    /// Pushes a violation of a pod-spec field at `level`; `suffix` is relative to the pod spec.
+    /// Pushes a violation at `level` of a field of the pod spec (`place: None`) or of a container;
+    /// `suffix` is relative to that object.
+    fn violation_at(
+        &mut self,
+        place: Option<&ContainerRef<'_>>,
+        control: Control,
+        level: Level,
+        suffix: fmt::Arguments<'_>,
+        detail: fmt::Arguments<'_>,
+    ) {
+        let spec = self.pod.kind.spec_path();
+        let (container, at, field) = match place {
+            None => (None, None, field_path(format_args!("{spec}.{suffix}"))),
+            Some(c) => {
+                let at = c.at();
+                let field = field_path(format_args!("{spec}.{at}.{suffix}"));
+                (Some(c.name().to_owned()), Some(at), field)
+            }
+        };
+        self.out.push(Violation {
+            control,
+            level,
+            container,
+            at,
+            field,
+            detail: detail.to_string(),
+        });
+    }
+
     fn pod_violation_at(
         &mut self,
         control: Control,
@@ -122,17 +150,9 @@ impl Checker<'_, '_> {
         suffix: fmt::Arguments<'_>,
         detail: fmt::Arguments<'_>,
     ) {
-        self.out.push(Violation {
-            control,
-            level,
-            container: None,
-            at: None,
-            field: field_path(format_args!("{}.{}", self.pod.kind.spec_path(), suffix)),
-            detail: detail.to_string(),
-        });
+        self.violation_at(None, control, level, suffix, detail);
     }
 
-    /// Pushes a violation of a container field at `level`; `suffix` is relative to the container.
     fn container_violation_at(
         &mut self,
         control: Control,
@@ -141,15 +161,7 @@ impl Checker<'_, '_> {
         suffix: fmt::Arguments<'_>,
         detail: fmt::Arguments<'_>,
     ) {
-        let at = container.at();
-        self.out.push(Violation {
-            control,
-            level,
-            container: Some(container.name().to_owned()),
-            at: Some(at),
-            field: field_path(format_args!("{}.{at}.{suffix}", self.pod.kind.spec_path())),
-            detail: detail.to_string(),
-        });
+        self.violation_at(Some(container), control, level, suffix, detail);
     }
 
     /// Pushes a violation of a pod-spec field at its control's level.
@@ -181,9 +193,64 @@ impl Checker<'_, '_> {
             mistyped.expected,
             super::JsonType::of(mistyped.found)
         );
-        match container {
-            None => self.pod_violation(Control::Malformed, member, detail),
-            Some(c) => self.container_violation(Control::Malformed, c, member, detail),
+        self.violation_at(
+            container,
+            Control::Malformed,
+            Level::Baseline,
+            member,
+            detail,
+        );
+    }
+
+    /// HostProcess of a pod's or a container's security context.
+    fn host_process(&mut self, place: Option<&ContainerRef<'_>>, sc: &SecurityContextFields<'_>) {
+        let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
+        if not_false(host_process) {
+            self.violation_at(
+                place,
+                Control::HostProcess,
+                Level::Baseline,
+                format_args!("securityContext.windowsOptions.hostProcess"),
+                format_args!("must be false or unset, not {}", Shown(host_process)),
+            );
+        }
+    }
+
+    /// A set AppArmor or seccomp profile (`member`) must be RuntimeDefault or Localhost: the
+    /// AppArmor control, and the baseline part of Seccomp.
+    fn profile_type(
+        &mut self,
+        place: Option<&ContainerRef<'_>>,
+        control: Control,
+        member: &str,
+        profile: Option<&Value>,
+    ) {
+        if let Some(profile) = profile.filter(|p| !p.is_null())
+            && !is_allowed_profile(profile)
+        {
+            self.violation_at(
+                place,
+                control,
+                Level::Baseline,
+                format_args!("securityContext.{member}.type"),
+                format_args!(
+                    "must be RuntimeDefault or Localhost, not {}",
+                    Shown(profile.get("type"))
+                ),
+            );
+        }
+    }
+
+    /// Running as Non-root user of a pod's or a container's security context.
+    fn run_as_user(&mut self, place: Option<&ContainerRef<'_>>, user: Option<&Value>) {
+        if zero_or_wrong_type(user) {
+            self.violation_at(
+                place,
+                Control::RunningAsNonRootUser,
+                Level::Restricted,
+                format_args!("securityContext.runAsUser"),
+                format_args!("must be a non-zero user ID, not {}", Shown(user)),
+            );
         }
     }
 
@@ -192,15 +259,7 @@ impl Checker<'_, '_> {
             self.mistyped(None, mistyped);
         }
 
-        // HostProcess
-        let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
-        if not_false(host_process) {
-            self.pod_violation(
-                Control::HostProcess,
-                format_args!("securityContext.windowsOptions.hostProcess"),
-                format_args!("must be false or unset, not {}", Shown(host_process)),
-            );
-        }
+        self.host_process(None, sc);
 
         // Host Namespaces
         for (name, value) in [
@@ -222,39 +281,21 @@ impl Checker<'_, '_> {
 
         // AppArmor: the deprecated per-container annotations and the pod-level field.
         self.apparmor_annotations();
-        if let Some(profile) = sc.app_armor_profile.filter(|p| !p.is_null())
-            && !is_allowed_profile(profile)
-        {
-            self.pod_violation(
-                Control::AppArmor,
-                format_args!("securityContext.appArmorProfile.type"),
-                format_args!(
-                    "must be RuntimeDefault or Localhost, not {}",
-                    Shown(profile.get("type"))
-                ),
-            );
-        }
+        self.profile_type(
+            None,
+            Control::AppArmor,
+            "appArmorProfile",
+            sc.app_armor_profile,
+        );
 
         // SELinux
         if let Some(options) = sc.se_linux_options.filter(|o| !o.is_null()) {
             self.selinux(None, options);
         }
 
-        // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline; `pod_seccomp` says
-        // whether it is); restricted also requires one to be set, at pod level or in every
-        // container (checked per container).
-        if let Some(profile) = sc.seccomp_profile.filter(|p| !p.is_null())
-            && !self.pod_seccomp
-        {
-            self.pod_violation(
-                Control::Seccomp,
-                format_args!("securityContext.seccompProfile.type"),
-                format_args!(
-                    "must be RuntimeDefault or Localhost, not {}",
-                    Shown(profile.get("type"))
-                ),
-            );
-        }
+        // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline); restricted also
+        // requires one to be set, at pod level or in every container (checked per container).
+        self.profile_type(None, Control::Seccomp, "seccompProfile", sc.seccomp_profile);
 
         // Sysctls
         self.sysctls(sc.sysctls);
@@ -274,14 +315,7 @@ impl Checker<'_, '_> {
                 );
             }
             // Running as Non-root user
-            let user = sc.run_as_user;
-            if zero_or_wrong_type(user) {
-                self.pod_violation(
-                    Control::RunningAsNonRootUser,
-                    format_args!("securityContext.runAsUser"),
-                    format_args!("must be a non-zero user ID, not {}", Shown(user)),
-                );
-            }
+            self.run_as_user(None, sc.run_as_user);
         }
     }
 
@@ -400,19 +434,13 @@ impl Checker<'_, '_> {
         name: &str,
         detail: fmt::Arguments<'_>,
     ) {
-        match container {
-            None => self.pod_violation(
-                Control::SELinux,
-                format_args!("securityContext.seLinuxOptions.{name}"),
-                detail,
-            ),
-            Some(c) => self.container_violation(
-                Control::SELinux,
-                c,
-                format_args!("securityContext.seLinuxOptions.{name}"),
-                detail,
-            ),
-        }
+        self.violation_at(
+            container,
+            Control::SELinux,
+            Level::Baseline,
+            format_args!("securityContext.seLinuxOptions.{name}"),
+            detail,
+        );
     }
 
     fn sysctls(&mut self, sysctls: Option<&Value>) {
@@ -459,16 +487,7 @@ impl Checker<'_, '_> {
         }
         let sc = SecurityContextFields::of(fields.security_context);
 
-        // HostProcess
-        let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
-        if not_false(host_process) {
-            self.container_violation(
-                Control::HostProcess,
-                c,
-                format_args!("securityContext.windowsOptions.hostProcess"),
-                format_args!("must be false or unset, not {}", Shown(host_process)),
-            );
-        }
+        self.host_process(Some(c), &sc);
 
         // Privileged Containers
         let privileged = sc.privileged;
@@ -487,20 +506,12 @@ impl Checker<'_, '_> {
         // HostPorts
         self.host_ports(c, fields.ports);
 
-        // AppArmor
-        if let Some(profile) = sc.app_armor_profile.filter(|p| !p.is_null())
-            && !is_allowed_profile(profile)
-        {
-            self.container_violation(
-                Control::AppArmor,
-                c,
-                format_args!("securityContext.appArmorProfile.type"),
-                format_args!(
-                    "must be RuntimeDefault or Localhost, not {}",
-                    Shown(profile.get("type"))
-                ),
-            );
-        }
+        self.profile_type(
+            Some(c),
+            Control::AppArmor,
+            "appArmorProfile",
+            sc.app_armor_profile,
+        );
 
         // SELinux
         if let Some(options) = sc.se_linux_options.filter(|o| !o.is_null()) {
@@ -530,19 +541,7 @@ impl Checker<'_, '_> {
 
         // Seccomp (baseline part: a set profile must be RuntimeDefault or Localhost)
         let seccomp = sc.seccomp_profile.filter(|p| !p.is_null());
-        if let Some(profile) = seccomp
-            && !is_allowed_profile(profile)
-        {
-            self.container_violation(
-                Control::Seccomp,
-                c,
-                format_args!("securityContext.seccompProfile.type"),
-                format_args!(
-                    "must be RuntimeDefault or Localhost, not {}",
-                    Shown(profile.get("type"))
-                ),
-            );
-        }
+        self.profile_type(Some(c), Control::Seccomp, "seccompProfile", seccomp);
 
         // Host Probes / Lifecycle Hooks
         self.probe_hosts(c, &fields);
@@ -589,15 +588,7 @@ impl Checker<'_, '_> {
             }
 
             // Running as Non-root user
-            let user = sc.run_as_user;
-            if zero_or_wrong_type(user) {
-                self.container_violation(
-                    Control::RunningAsNonRootUser,
-                    c,
-                    format_args!("securityContext.runAsUser"),
-                    format_args!("must be a non-zero user ID, not {}", Shown(user)),
-                );
-            }
+            self.run_as_user(Some(c), sc.run_as_user);
         }
 
         // Seccomp (restricted part, Linux only): a profile must be set here or at pod level.
