@@ -24,14 +24,16 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
         let scope = m.scope_of(container);
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {
-            allow_privilege_escalation(m, &scope, &sc);
+            require(m, &scope, &sc, "allowPrivilegeEscalation", false);
             capabilities(m, container, &scope, &sc);
         }
         run_as_non_root(m, &scope, &sc);
         if !windows {
             run_as_user(m, &scope, &sc);
             seccomp(m, &scope, &sc);
-            read_only_root_filesystem(m, &scope, &sc);
+            if read_only_root {
+                require(m, &scope, &sc, "readOnlyRootFilesystem", true);
+            }
         }
     }
 }
@@ -78,14 +80,15 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
     windows || (escalation_off && drops_all && (read_only || !read_only_root))
 }
 
-fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
-    let pointer = format!("{sc}/allowPrivilegeEscalation");
+/// Sets the boolean `field` of the security context at `sc` to `value` unless it is already.
+fn require(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str, field: &str, value: bool) {
+    let pointer = format!("{sc}/{field}");
     let current = m.editor.get(&pointer).cloned();
-    if current != Some(Value::Bool(false)) {
-        m.editor.set(&pointer, json!(false));
+    if current != Some(Value::Bool(value)) {
+        m.editor.set(&pointer, json!(value));
         m.change(
             scope.clone(),
-            was("allowPrivilegeEscalation=false", current.as_ref()),
+            was(&format!("{field}={value}"), current.as_ref()),
         );
     }
 }
@@ -209,21 +212,6 @@ fn seccomp(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
                 was("seccompProfile=RuntimeDefault", Some(&previous)),
             );
         }
-    }
-}
-
-fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
-    if !m.profile.read_only_root_filesystem {
-        return;
-    }
-    let pointer = format!("{sc}/readOnlyRootFilesystem");
-    let current = m.editor.get(&pointer).cloned();
-    if current != Some(Value::Bool(true)) {
-        m.editor.set(&pointer, json!(true));
-        m.change(
-            scope.clone(),
-            was("readOnlyRootFilesystem=true", current.as_ref()),
-        );
     }
 }
 

@@ -59,6 +59,20 @@ fn one(check: Control, field: &str) -> Vec<(Control, String)> {
     vec![(check, field.to_owned())]
 }
 
+/// `(control, field)` pairs as [`found`] returns them.
+fn expect(pairs: &[(Control, &str)]) -> Vec<(Control, String)> {
+    pairs
+        .iter()
+        .map(|(control, field)| (*control, (*field).to_owned()))
+        .collect()
+}
+
+/// The same violations at both levels.
+fn assert_both(pod: &Value, expected: &[(Control, String)]) {
+    assert_eq!(found(pod, Level::Baseline), expected);
+    assert_eq!(found(pod, Level::Restricted), expected);
+}
+
 fn assert_clean(object: &Value) {
     for level in [Level::Baseline, Level::Restricted] {
         assert_eq!(run(object, level), [], "{level} on {object}");
@@ -178,24 +192,24 @@ fn a_minimal_pod_passes_baseline_but_not_restricted() {
     let restricted = found(&pod, Level::Restricted);
     assert_eq!(
         restricted,
-        [
+        expect(&[
             (
                 Control::Capabilities,
-                "spec.containers[0].securityContext.capabilities.drop".to_owned()
+                "spec.containers[0].securityContext.capabilities.drop"
             ),
             (
                 Control::PrivilegeEscalation,
-                "spec.containers[0].securityContext.allowPrivilegeEscalation".to_owned()
+                "spec.containers[0].securityContext.allowPrivilegeEscalation"
             ),
             (
                 Control::RunningAsNonRoot,
-                "spec.containers[0].securityContext.runAsNonRoot".to_owned()
+                "spec.containers[0].securityContext.runAsNonRoot"
             ),
             (
                 Control::Seccomp,
-                "spec.containers[0].securityContext.seccompProfile.type".to_owned()
+                "spec.containers[0].securityContext.seccompProfile.type"
             ),
-        ]
+        ])
     );
     assert!(
         run(&pod, Level::Restricted)
@@ -210,18 +224,17 @@ fn host_process() {
         p["spec"]["securityContext"]["windowsOptions"] = json!({"hostProcess": true});
         app_sc(p)["windowsOptions"] = json!({"hostProcess": true});
     });
-    let expected = vec![
+    let expected = expect(&[
         (
             Control::HostProcess,
-            "spec.securityContext.windowsOptions.hostProcess".to_owned(),
+            "spec.securityContext.windowsOptions.hostProcess",
         ),
         (
             Control::HostProcess,
-            "spec.containers[0].securityContext.windowsOptions.hostProcess".to_owned(),
+            "spec.containers[0].securityContext.windowsOptions.hostProcess",
         ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    ]);
+    assert_both(&pod, &expected);
     let violation = &run(&pod, Level::Baseline)[1];
     assert_eq!(violation.level, Level::Baseline);
     assert_eq!(violation.container.as_deref(), Some("app"));
@@ -238,8 +251,7 @@ fn host_namespaces() {
         for bad in [json!(true), json!("yes")] {
             let pod = pod_with(|p| p["spec"][name] = bad.clone());
             let expected = one(Control::HostNamespaces, &format!("spec.{name}"));
-            assert_eq!(found(&pod, Level::Baseline), expected);
-            assert_eq!(found(&pod, Level::Restricted), expected);
+            assert_both(&pod, &expected);
         }
         assert_clean(&pod_with(|p| p["spec"][name] = json!(false)));
     }
@@ -253,8 +265,7 @@ fn privileged_containers() {
             Control::PrivilegedContainers,
             "spec.containers[0].securityContext.privileged",
         );
-        assert_eq!(found(&pod, Level::Baseline), expected);
-        assert_eq!(found(&pod, Level::Restricted), expected);
+        assert_both(&pod, &expected);
     }
     assert_clean(&pod_with(|p| app_sc(p)["privileged"] = json!(false)));
     assert_clean(&pod_with(|p| app_sc(p)["privileged"] = Value::Null));
@@ -269,8 +280,7 @@ fn capabilities() {
         Control::Capabilities,
         "spec.containers[0].securityContext.capabilities.add[1]",
     );
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    assert_both(&pod, &expected);
     let violation = &run(&pod, Level::Restricted)[0];
     assert_eq!(violation.level, Level::Baseline);
     assert_eq!(
@@ -397,18 +407,14 @@ fn host_ports() {
             json!([{"containerPort": 80}, {"containerPort": 443, "hostPort": 443}]);
         p["spec"]["initContainers"][0]["ports"] = json!([{"containerPort": 1, "hostPort": "1"}]);
     });
-    let expected = vec![
+    let expected = expect(&[
         (
             Control::HostPorts,
-            "spec.initContainers[0].ports[0].hostPort".to_owned(),
+            "spec.initContainers[0].ports[0].hostPort",
         ),
-        (
-            Control::HostPorts,
-            "spec.containers[0].ports[1].hostPort".to_owned(),
-        ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+        (Control::HostPorts, "spec.containers[0].ports[1].hostPort"),
+    ]);
+    assert_both(&pod, &expected);
     assert_clean(&pod_with(|p| {
         p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 0}])
     }));
@@ -420,8 +426,7 @@ fn apparmor_annotations() {
     for bad in [json!("unconfined"), json!("docker-default"), json!(true)] {
         let pod = pod_with(|p| p["metadata"]["annotations"][key] = bad.clone());
         let expected = one(Control::AppArmor, &format!("metadata.annotations[{key}]"));
-        assert_eq!(found(&pod, Level::Baseline), expected);
-        assert_eq!(found(&pod, Level::Restricted), expected);
+        assert_both(&pod, &expected);
         assert_eq!(
             run(&pod, Level::Baseline)[0].container.as_deref(),
             Some("app")
@@ -441,18 +446,17 @@ fn apparmor_profile_fields() {
         p["spec"]["initContainers"][0]["securityContext"]["appArmorProfile"] =
             json!({"type": "Unconfined"});
     });
-    let expected = vec![
+    let expected = expect(&[
         (
             Control::AppArmor,
-            "spec.securityContext.appArmorProfile.type".to_owned(),
+            "spec.securityContext.appArmorProfile.type",
         ),
         (
             Control::AppArmor,
-            "spec.initContainers[0].securityContext.appArmorProfile.type".to_owned(),
+            "spec.initContainers[0].securityContext.appArmorProfile.type",
         ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    ]);
+    assert_both(&pod, &expected);
     // A container may tighten a bad pod default, but the pod-level value is still reported.
     let pod = pod_with(|p| {
         p["spec"]["securityContext"]["appArmorProfile"] = json!({"type": "Unconfined"});
@@ -479,22 +483,18 @@ fn selinux() {
         app_sc(p)["seLinuxOptions"] =
             json!({"user": "system_u", "role": "system_r", "level": "s0:c1"});
     });
-    let expected = vec![
+    let expected = expect(&[
+        (Control::SELinux, "spec.securityContext.seLinuxOptions.type"),
         (
             Control::SELinux,
-            "spec.securityContext.seLinuxOptions.type".to_owned(),
+            "spec.containers[0].securityContext.seLinuxOptions.user",
         ),
         (
             Control::SELinux,
-            "spec.containers[0].securityContext.seLinuxOptions.user".to_owned(),
+            "spec.containers[0].securityContext.seLinuxOptions.role",
         ),
-        (
-            Control::SELinux,
-            "spec.containers[0].securityContext.seLinuxOptions.role".to_owned(),
-        ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    ]);
+    assert_both(&pod, &expected);
     for good in [
         "container_t",
         "container_init_t",
@@ -517,8 +517,7 @@ fn proc_mount_type() {
         Control::ProcMountType,
         "spec.containers[0].securityContext.procMount",
     );
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    assert_both(&pod, &expected);
     assert_clean(&pod_with(|p| app_sc(p)["procMount"] = json!("Default")));
 
     // User-namespaced pods may unmask /proc under baseline, never under restricted.
@@ -541,16 +540,13 @@ fn seccomp_baseline() {
         p["spec"]["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"});
         app_sc(p)["seccompProfile"] = json!({"type": "Unconfined"});
     });
-    let expected = vec![
+    let expected = expect(&[
+        (Control::Seccomp, "spec.securityContext.seccompProfile.type"),
         (
             Control::Seccomp,
-            "spec.securityContext.seccompProfile.type".to_owned(),
+            "spec.containers[0].securityContext.seccompProfile.type",
         ),
-        (
-            Control::Seccomp,
-            "spec.containers[0].securityContext.seccompProfile.type".to_owned(),
-        ),
-    ];
+    ]);
     assert_eq!(found(&pod, Level::Baseline), expected);
     // Under restricted the init container has no valid profile of its own or from the pod.
     let mut restricted = expected.clone();
@@ -581,16 +577,16 @@ fn seccomp_restricted() {
     assert_eq!(run(&pod, Level::Baseline), []);
     assert_eq!(
         found(&pod, Level::Restricted),
-        [
+        expect(&[
             (
                 Control::Seccomp,
-                "spec.initContainers[0].securityContext.seccompProfile.type".to_owned()
+                "spec.initContainers[0].securityContext.seccompProfile.type"
             ),
             (
                 Control::Seccomp,
-                "spec.containers[0].securityContext.seccompProfile.type".to_owned()
+                "spec.containers[0].securityContext.seccompProfile.type"
             ),
-        ]
+        ])
     );
     // Container-level profiles suffice without a pod-level one.
     assert_clean(&pod_with(|p| {
@@ -613,8 +609,7 @@ fn seccomp_restricted() {
         Control::Seccomp,
         "spec.containers[0].securityContext.seccompProfile.type",
     );
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    assert_both(&pod, &expected);
     // A profile without a type is not a valid setting.
     let pod = pod_with(|p| app_sc(p)["seccompProfile"] = json!({}));
     assert_eq!(found(&pod, Level::Restricted), expected);
@@ -637,18 +632,11 @@ fn sysctls() {
             {"value": "x"},
         ]);
     });
-    let expected = vec![
-        (
-            Control::Sysctls,
-            "spec.securityContext.sysctls[1].name".to_owned(),
-        ),
-        (
-            Control::Sysctls,
-            "spec.securityContext.sysctls[2].name".to_owned(),
-        ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    let expected = expect(&[
+        (Control::Sysctls, "spec.securityContext.sysctls[1].name"),
+        (Control::Sysctls, "spec.securityContext.sysctls[2].name"),
+    ]);
+    assert_both(&pod, &expected);
     let safe: Vec<Value> = SAFE_SYSCTLS
         .iter()
         .map(|name| json!({"name": name, "value": "1"}))
@@ -669,18 +657,17 @@ fn host_probes_and_lifecycle_hooks() {
         c["lifecycle"] =
             json!({"preStop": {"httpGet": {"port": 1, "host": "metadata.google.internal"}}});
     });
-    let expected = vec![
+    let expected = expect(&[
         (
             Control::HostProbesLifecycle,
-            "spec.containers[0].readinessProbe.tcpSocket.host".to_owned(),
+            "spec.containers[0].readinessProbe.tcpSocket.host",
         ),
         (
             Control::HostProbesLifecycle,
-            "spec.containers[0].lifecycle.preStop.httpGet.host".to_owned(),
+            "spec.containers[0].lifecycle.preStop.httpGet.host",
         ),
-    ];
-    assert_eq!(found(&pod, Level::Baseline), expected);
-    assert_eq!(found(&pod, Level::Restricted), expected);
+    ]);
+    assert_both(&pod, &expected);
     assert_clean(&pod_with(|p| {
         p["spec"]["containers"][0]["startupProbe"] = json!({"httpGet": {"port": 1, "host": ""}});
     }));
@@ -736,13 +723,13 @@ fn running_as_non_root() {
     let pod = pod_with(unset);
     assert_eq!(
         found(&pod, Level::Restricted),
-        [
+        expect(&[
             (
                 Control::RunningAsNonRoot,
-                "spec.initContainers[0].securityContext.runAsNonRoot".to_owned()
+                "spec.initContainers[0].securityContext.runAsNonRoot"
             ),
-            (Control::RunningAsNonRoot, field.to_owned()),
-        ]
+            (Control::RunningAsNonRoot, field),
+        ])
     );
     assert_clean(&pod_with(|p| {
         unset(p);
