@@ -41,72 +41,100 @@ fn wrongly_typed_json_never_panics() {
     )));
 }
 
-/// An edit of the compliant pod.
-type Edit = fn(&mut Value);
-
 /// Every mistyped field the checker reads as it reads it: the pod spec's lists and context, and a
 /// container's context and lists. Each is a `Malformed` violation at both levels, with its field.
 #[test]
 fn mistyped_fields_are_violations_at_every_level() {
-    let cases: [(Edit, &str, &str); 11] = [
+    // (parent pointer, member, value, field, expected type)
+    let cases = [
         (
-            |p| p["spec"]["containers"] = json!({"name": "app"}),
+            "/spec",
+            "containers",
+            json!({"name": "app"}),
             "spec.containers",
-            "expected an array, found an object",
+            "an array",
         ),
         (
-            |p| p["spec"]["containers"] = json!("app"),
+            "/spec",
+            "containers",
+            json!("app"),
             "spec.containers",
-            "expected an array, found a string",
+            "an array",
         ),
         (
-            |p| p["spec"]["initContainers"] = json!(7),
+            "/spec",
+            "initContainers",
+            json!(7),
             "spec.initContainers",
-            "expected an array, found a number",
+            "an array",
         ),
         (
-            |p| p["spec"]["ephemeralContainers"] = json!({}),
+            "/spec",
+            "ephemeralContainers",
+            json!({}),
             "spec.ephemeralContainers",
-            "expected an array, found an object",
+            "an array",
         ),
         (
-            |p| p["spec"]["containers"] = json!(["app"]),
+            "/spec/containers",
+            "0",
+            json!("app"),
             "spec.containers[0]",
-            "expected an object, found a string",
+            "an object",
         ),
         (
-            |p| p["spec"]["volumes"] = json!({"name": "tmp", "emptyDir": {}}),
+            "/spec",
+            "volumes",
+            json!({"name": "tmp"}),
             "spec.volumes",
-            "expected an array, found an object",
+            "an array",
         ),
         (
-            |p| p["spec"]["volumes"] = json!([{"name": "tmp", "emptyDir": {}}, "tmp"]),
-            "spec.volumes[1]",
-            "expected an object, found a string",
+            "/spec/volumes",
+            "0",
+            json!("tmp"),
+            "spec.volumes[0]",
+            "an object",
         ),
         (
-            |p| p["spec"]["securityContext"] = json!([]),
+            "/spec",
+            "securityContext",
+            json!([]),
             "spec.securityContext",
-            "expected an object, found an array",
+            "an object",
         ),
         (
-            |p| p["spec"]["containers"][0]["securityContext"] = json!([]),
+            "/spec/containers/0",
+            "securityContext",
+            json!([]),
             "spec.containers[0].securityContext",
-            "expected an object, found an array",
+            "an object",
         ),
         (
-            |p| p["spec"]["containers"][0]["env"] = json!({"A": "b"}),
+            "/spec/containers/0",
+            "env",
+            json!({"A": "b"}),
             "spec.containers[0].env",
-            "expected an array, found an object",
+            "an array",
         ),
         (
-            |p| p["spec"]["containers"][0]["volumeMounts"] = json!({"name": "tmp"}),
+            "/spec/containers/0",
+            "volumeMounts",
+            json!({}),
             "spec.containers[0].volumeMounts",
-            "expected an array, found an object",
+            "an array",
         ),
     ];
-    for (edit, field, detail) in cases {
-        let pod = pod_with(edit);
+    for (parent, member, value, field, expected) in cases {
+        let detail = format!(
+            "expected {expected}, found {}",
+            crate::pss::JsonType::of(&value)
+        );
+        let mut pod = compliant_pod();
+        match pod.pointer_mut(parent).expect("parent exists") {
+            Value::Array(list) => list[0] = value,
+            object => object[member] = value,
+        }
         for level in [Level::Baseline, Level::Restricted] {
             let malformed: Vec<_> = run(&pod, level)
                 .into_iter()
