@@ -36,17 +36,24 @@ spec:
       containers: {name: web, image: "nginx:1.27"}
 "#;
 
+/// Runs `restrictor COMMAND -` on the Deployment: exit code 1, and `expected` in the output.
+fn assert_reported(command: &str, expected: &str) -> Output {
+    let output = restrictor_with_stdin(&[command], DEPLOYMENT_WITH_CONTAINERS_AS_OBJECT);
+    let printed = [&output.stdout, &output.stderr].map(|bytes| String::from_utf8_lossy(bytes));
+    assert_eq!(output.status.code(), Some(1), "{printed:?}");
+    assert!(
+        printed.iter().any(|text| text.contains(expected)),
+        "{expected:?} missing from {printed:?}"
+    );
+    output
+}
+
 #[test]
 fn mutate_reports_a_malformed_object_as_denied_naming_the_field() {
-    let output = restrictor_with_stdin(&["mutate"], DEPLOYMENT_WITH_CONTAINERS_AS_OBJECT);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(
-            "denied: Deployment apps/web: cannot be read: \
-             spec.template.spec.containers: expected an array, found an object"
-        ),
-        "{stderr}"
+    let output = assert_reported(
+        "mutate",
+        "denied: Deployment apps/web: cannot be read: \
+         spec.template.spec.containers: expected an array, found an object",
     );
     // Nothing is written for a denied object, not even the object itself.
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "");
@@ -54,14 +61,9 @@ fn mutate_reports_a_malformed_object_as_denied_naming_the_field() {
 
 #[test]
 fn check_reports_a_malformed_object_as_a_violation() {
-    let output = restrictor_with_stdin(&["check"], DEPLOYMENT_WITH_CONTAINERS_AS_OBJECT);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains(
-            "Malformed: spec.template.spec.containers: expected an array, found an object"
-        ),
-        "{stdout}"
+    assert_reported(
+        "check",
+        "Malformed: spec.template.spec.containers: expected an array, found an object",
     );
 }
 

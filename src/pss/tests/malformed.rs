@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Control, Level, check_object, compliant_pod, found, pod_with, run};
+use super::{Control, Level, check_object, compliant_pod, expect, found, pod_with, run};
 
 #[test]
 fn wrongly_typed_json_never_panics() {
@@ -23,22 +23,29 @@ fn wrongly_typed_json_never_panics() {
         }
     }
     let last = found(&weird[2], Level::Baseline);
-    assert!(last.contains(&(
-        Control::HostProbesLifecycle,
-        "spec.containers[0].livenessProbe.httpGet.host".to_owned()
-    )));
-    assert!(last.contains(&(
-        Control::Capabilities,
-        "spec.containers[0].securityContext.capabilities.add[0]".to_owned()
-    )));
-    assert!(last.contains(&(
-        Control::SELinux,
-        "spec.containers[0].securityContext.seLinuxOptions.type".to_owned()
-    )));
-    assert!(last.contains(&(
-        Control::ProcMountType,
-        "spec.containers[0].securityContext.procMount".to_owned()
-    )));
+    for expected in expect(&[
+        (
+            Control::HostProbesLifecycle,
+            "spec.containers[0].livenessProbe.httpGet.host",
+        ),
+        (
+            Control::Capabilities,
+            "spec.containers[0].securityContext.capabilities.add[0]",
+        ),
+        (
+            Control::SELinux,
+            "spec.containers[0].securityContext.seLinuxOptions.type",
+        ),
+        (
+            Control::ProcMountType,
+            "spec.containers[0].securityContext.procMount",
+        ),
+    ]) {
+        assert!(
+            last.contains(&expected),
+            "{expected:?} missing from {last:?}"
+        );
+    }
 }
 
 /// Every mistyped field the checker reads as it reads it: the pod spec's lists and context, and a
