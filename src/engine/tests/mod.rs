@@ -74,6 +74,11 @@ fn admit_with(policy: &Policy, object: &Value) -> (Verdict, Value) {
     (outcome, patched)
 }
 
+/// Whether the verdict has the change line `what`.
+fn changed(verdict: &Verdict, what: &str) -> bool {
+    verdict.changes.iter().any(|c| c.what == what)
+}
+
 fn admit(object: &Value) -> (Verdict, Value) {
     admit_with(&Policy::builtin(), object)
 }
@@ -231,10 +236,9 @@ fn seccomp_unconfined_is_replaced_at_pod_and_container_level() {
         json!({"type": "RuntimeDefault"})
     );
     assert!(
-        outcome
-            .changes
-            .iter()
-            .any(|c| c.what == "seccompProfile=RuntimeDefault (was Unconfined)")
+        changed(&outcome, "seccompProfile=RuntimeDefault (was Unconfined)"),
+        "{:?}",
+        outcome.changes
     );
 }
 
@@ -260,10 +264,9 @@ fn capabilities_are_normalised_and_only_net_bind_service_is_kept() {
         json!({"drop": ["ALL"]})
     );
     assert!(
-        outcome
-            .changes
-            .iter()
-            .any(|c| c.what == "removed capabilities.add SYS_ADMIN")
+        changed(&outcome, "removed capabilities.add SYS_ADMIN"),
+        "{:?}",
+        outcome.changes
     );
 }
 
