@@ -24,7 +24,7 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
         let scope = m.scope_of(container);
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {
-            require(m, &scope, &sc, "allowPrivilegeEscalation", false);
+            require(m, &scope, &sc, NO_PRIVILEGE_ESCALATION);
             capabilities(m, container, &scope, &sc);
         }
         run_as_non_root(m, &scope, &sc);
@@ -32,7 +32,7 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
             run_as_user(m, &scope, &sc);
             seccomp(m, &scope, &sc);
             if read_only_root {
-                require(m, &scope, &sc, "readOnlyRootFilesystem", true);
+                require(m, &scope, &sc, READ_ONLY_ROOT);
             }
         }
     }
@@ -80,18 +80,32 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
     windows || (escalation_off && drops_all && (read_only || !read_only_root))
 }
 
-/// Sets the boolean `field` of the security context at `sc` to `value` unless it is already.
-fn require(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str, field: &str, value: bool) {
+/// Sets the boolean `field` of the security context at `sc` to `value` unless it is already;
+/// `line` is the change line (`field=value`, spelled out so no line is formatted for it).
+fn require(
+    m: &mut Mutation<'_, '_>,
+    scope: &Scope,
+    sc: &str,
+    (field, value, line): (&str, bool, &str),
+) {
     let pointer = format!("{sc}/{field}");
     let current = m.editor.get(&pointer).cloned();
     if current != Some(Value::Bool(value)) {
         m.editor.set(&pointer, json!(value));
-        m.change(
-            scope.clone(),
-            was(&format!("{field}={value}"), current.as_ref()),
-        );
+        m.change(scope.clone(), was(line, current.as_ref()));
     }
 }
+
+const NO_PRIVILEGE_ESCALATION: (&str, bool, &str) = (
+    "allowPrivilegeEscalation",
+    false,
+    "allowPrivilegeEscalation=false",
+);
+const READ_ONLY_ROOT: (&str, bool, &str) = (
+    "readOnlyRootFilesystem",
+    true,
+    "readOnlyRootFilesystem=true",
+);
 
 fn capabilities(m: &mut Mutation<'_, '_>, container: ContainerAt, scope: &Scope, sc: &str) {
     let drop_pointer = format!("{sc}/capabilities/drop");

@@ -203,6 +203,7 @@ impl Checker<'_, '_> {
     }
 
     /// HostProcess of a pod's or a container's security context.
+    #[inline]
     fn host_process(&mut self, place: Option<&ContainerRef<'_>>, sc: &SecurityContextFields<'_>) {
         let host_process = sc.windows_options.and_then(|w| w.get("hostProcess"));
         if not_false(host_process) {
@@ -218,6 +219,7 @@ impl Checker<'_, '_> {
 
     /// A set AppArmor or seccomp profile (`member`) must be RuntimeDefault or Localhost: the
     /// AppArmor control, and the baseline part of Seccomp.
+    #[inline]
     fn profile_type(
         &mut self,
         place: Option<&ContainerRef<'_>>,
@@ -242,6 +244,7 @@ impl Checker<'_, '_> {
     }
 
     /// Running as Non-root user of a pod's or a container's security context.
+    #[inline]
     fn run_as_user(&mut self, place: Option<&ContainerRef<'_>>, user: Option<&Value>) {
         if zero_or_wrong_type(user) {
             self.violation_at(
