@@ -298,7 +298,10 @@ impl Checker<'_, '_> {
 
         // Seccomp: a set profile must be RuntimeDefault or Localhost (baseline); restricted also
         // requires one to be set, at pod level or in every container (checked per container).
-        self.profile_type(None, Control::Seccomp, "seccompProfile", sc.seccomp_profile);
+        // `pod_seccomp` already says whether a set profile is allowed.
+        if !self.pod_seccomp {
+            self.profile_type(None, Control::Seccomp, "seccompProfile", sc.seccomp_profile);
+        }
 
         // Sysctls
         self.sysctls(sc.sysctls);
