@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::engine::{self, Change, Context, Operation};
 use crate::manifest::{controller_reference, describe};
 use crate::policy::Policy;
+use crate::pss::Control;
 use crate::workload::WorkloadKind;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
@@ -351,9 +352,15 @@ impl<'a> Review<'a> {
                             });
                 }
                 response.allowed = false;
+                // An object the engine cannot read is bad input, as the API server answers it.
+                let (code, reason) = if denial.is_malformed() {
+                    (400, "BadRequest")
+                } else {
+                    (403, "Forbidden")
+                };
                 response.status = Some(StatusOut {
-                    code: 403,
-                    reason: "Forbidden",
+                    code,
+                    reason,
                     message,
                 });
             } else if !outcome.patch.is_empty() {
@@ -401,12 +408,20 @@ pub fn review(body: &[u8], policy: &Policy) -> Result<Answer, AdmissionError> {
     Review::parse(body)?.answer(policy)
 }
 
+/// What a review that could not be read is counted as, whether the envelope (HTTP 400) or the
+/// object in it (a denial with code 400).
+pub const MALFORMED_LABEL: &str = "malformed";
+
 /// The controls `denial` names, each once; a denial naming none is counted as "other".
 fn denial_controls(denial: &engine::Denial) -> Vec<&'static str> {
     let mut controls: Vec<&'static str> = Vec::with_capacity(denial.findings.len());
     for finding in &denial.findings {
-        if !controls.contains(&finding.check) {
-            controls.push(finding.check);
+        let label = match finding.control {
+            Control::Malformed => MALFORMED_LABEL,
+            control => control.name(),
+        };
+        if !controls.contains(&label) {
+            controls.push(label);
         }
     }
     controls

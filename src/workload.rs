@@ -98,6 +98,16 @@ impl WorkloadKind {
         }
     }
 
+    /// The pod's `metadata` in the dotted form messages use (`spec.template.metadata`).
+    pub fn metadata_path(self) -> &'static str {
+        match self {
+            Self::Pod => "metadata",
+            Self::PodTemplate => "template.metadata",
+            Self::CronJob => "spec.jobTemplate.spec.template.metadata",
+            _ => "spec.template.metadata",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pod => "Pod",
@@ -204,11 +214,6 @@ impl<'a> PodTemplate<'a> {
             metadata: holder.get("metadata").filter(|m| m.is_object()),
             spec,
         })
-    }
-
-    /// JSON pointer of the pod spec inside the whole object (`/spec/template/spec`).
-    pub fn spec_pointer(&self) -> String {
-        format!("{}/spec", self.kind.template_pointer())
     }
 
     /// Labels of the pod (the template's labels for workloads).
@@ -354,7 +359,10 @@ mod tests {
                 pod.containers().map(|c| c.name()).collect::<Vec<_>>(),
                 ["c"]
             );
-            assert_eq!(object.pointer(&pod.spec_pointer()), Some(pod.spec));
+            assert_eq!(
+                object.pointer(&format!("{}/spec", kind.template_pointer())),
+                Some(pod.spec)
+            );
             assert_eq!(
                 kind.holder(&object),
                 object.pointer(kind.template_pointer())

@@ -1062,6 +1062,7 @@ async fn a_denied_pod_of_a_controller_is_handed_to_the_denied_pod_hook_and_nothi
     // An allowed pod of a controller is not a denial.
     post_allowed(&mut c.send, "allowed").await;
 
+    server.shutdown().await.unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "{seen:#?}");
     let (uid, namespace, controller, message) = &seen[0];
@@ -1073,6 +1074,4 @@ async fn a_denied_pod_of_a_controller_is_handed_to_the_denied_pod_hook_and_nothi
     );
     assert_eq!(controller["uid"], "u-1");
     assert!(message.contains("hostNetwork"), "{message}");
-    drop(seen);
-    server.shutdown().await.unwrap();
 }

@@ -210,7 +210,7 @@ pub fn verdict(policy: &Policy, object: &Value, kind: WorkloadKind) -> Verdict {
                 .iter()
                 .map(|finding| DeniedField {
                     field: finding.field.clone(),
-                    check: finding.check.to_owned(),
+                    check: finding.control.name().to_owned(),
                     message: finding.to_string(),
                 })
                 .collect(),

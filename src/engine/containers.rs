@@ -3,13 +3,13 @@
 
 use serde_json::{Value, json};
 
-use super::pod::{is_compliant_seccomp, was};
+use super::pod::was;
 use super::{Mutation, Scope};
 use crate::policy::Action;
+use crate::pss::controls::{
+    Control, RESTRICTED_ADDABLE_CAPABILITY as ALLOWED_ADD, is_allowed_profile,
+};
 use crate::workload::ContainerAt;
-
-/// The one capability the restricted level lets a container add.
-const ALLOWED_ADD: &str = "NET_BIND_SERVICE";
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     let windows = m.is_windows();
@@ -24,14 +24,16 @@ pub(super) fn apply(m: &mut Mutation<'_, '_>) {
         let scope = m.scope_of(container);
         let sc = format!("{}/securityContext", container.pointer());
         if !windows {
-            allow_privilege_escalation(m, &scope, &sc);
+            require(m, &scope, &sc, NO_PRIVILEGE_ESCALATION);
             capabilities(m, container, &scope, &sc);
         }
         run_as_non_root(m, &scope, &sc);
         if !windows {
             run_as_user(m, &scope, &sc);
             seccomp(m, &scope, &sc);
-            read_only_root_filesystem(m, &scope, &sc);
+            if read_only_root {
+                require(m, &scope, &sc, READ_ONLY_ROOT);
+            }
         }
     }
 }
@@ -64,7 +66,7 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
                 })
             }
             "runAsUser" => value.as_i64().is_some_and(|id| id > 0),
-            "seccompProfile" => is_compliant_seccomp(value),
+            "seccompProfile" => is_allowed_profile(value),
             "readOnlyRootFilesystem" => {
                 read_only = *value == Value::Bool(true);
                 true
@@ -78,17 +80,32 @@ fn is_compliant(sc: Option<&Value>, windows: bool, read_only_root: bool) -> bool
     windows || (escalation_off && drops_all && (read_only || !read_only_root))
 }
 
-fn allow_privilege_escalation(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
-    let pointer = format!("{sc}/allowPrivilegeEscalation");
+/// Sets the boolean `field` of the security context at `sc` to `value` unless it is already;
+/// `line` is the change line (`field=value`, spelled out so no line is formatted for it).
+fn require(
+    m: &mut Mutation<'_, '_>,
+    scope: &Scope,
+    sc: &str,
+    (field, value, line): (&str, bool, &str),
+) {
+    let pointer = format!("{sc}/{field}");
     let current = m.editor.get(&pointer).cloned();
-    if current != Some(Value::Bool(false)) {
-        m.editor.set(&pointer, json!(false));
-        m.change(
-            scope.clone(),
-            was("allowPrivilegeEscalation=false", current.as_ref()),
-        );
+    if current != Some(Value::Bool(value)) {
+        m.editor.set(&pointer, json!(value));
+        m.change(scope.clone(), was(line, current.as_ref()));
     }
 }
+
+const NO_PRIVILEGE_ESCALATION: (&str, bool, &str) = (
+    "allowPrivilegeEscalation",
+    false,
+    "allowPrivilegeEscalation=false",
+);
+const READ_ONLY_ROOT: (&str, bool, &str) = (
+    "readOnlyRootFilesystem",
+    true,
+    "readOnlyRootFilesystem=true",
+);
 
 fn capabilities(m: &mut Mutation<'_, '_>, container: ContainerAt, scope: &Scope, sc: &str) {
     let drop_pointer = format!("{sc}/capabilities/drop");
@@ -153,7 +170,7 @@ fn capabilities(m: &mut Mutation<'_, '_>, container: ContainerAt, scope: &Scope,
             m.deny(
                 field,
                 scope.clone(),
-                "Capabilities",
+                Control::Capabilities,
                 format!(
                     "adds {} (only {ALLOWED_ADD} is allowed)",
                     removed.join(", ")
@@ -197,7 +214,7 @@ fn seccomp(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     let pointer = format!("{sc}/seccompProfile");
     match m.editor.get(&pointer) {
         None => {}
-        Some(profile) if is_compliant_seccomp(profile) => {}
+        Some(profile) if is_allowed_profile(profile) => {}
         Some(profile) => {
             let previous = profile
                 .get("type")
@@ -212,21 +229,6 @@ fn seccomp(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
     }
 }
 
-fn read_only_root_filesystem(m: &mut Mutation<'_, '_>, scope: &Scope, sc: &str) {
-    if !m.profile.read_only_root_filesystem {
-        return;
-    }
-    let pointer = format!("{sc}/readOnlyRootFilesystem");
-    let current = m.editor.get(&pointer).cloned();
-    if current != Some(Value::Bool(true)) {
-        m.editor.set(&pointer, json!(true));
-        m.change(
-            scope.clone(),
-            was("readOnlyRootFilesystem=true", current.as_ref()),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -234,6 +236,7 @@ mod tests {
     use super::is_compliant;
     use crate::engine::{Context, Scope, mutate};
     use crate::policy::Policy;
+    use crate::pss::Control;
     use crate::workload::WorkloadKind;
 
     /// The shortcut must agree with the rules it skips: a context it calls compliant gets no change
@@ -303,7 +306,8 @@ mod tests {
                     .denial
                     .iter()
                     .flat_map(|d| &d.findings)
-                    .any(|f| is_container(&f.scope));
+                    // A context that is not an object is refused before any rule runs.
+                    .any(|f| is_container(&f.scope) || f.control == Control::Malformed);
                 let shortcut = is_compliant(Some(sc), windows, profile.read_only_root_filesystem);
                 if windows {
                     // The rules leave a Windows pod's Linux-only fields alone (the API server

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::patch::{Editor, Op};
 use crate::policy::{Policy, Profile, Subject};
-use crate::pss;
+use crate::pss::{self, Control, Malformed, controls};
 use crate::workload::{ContainerAt, PodTemplate, WorkloadKind};
 
 /// The admission operation the object arrives with.
@@ -79,25 +79,25 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A reason the object cannot be admitted: the field, the Pod Security check it fails, and why.
+/// A reason the object cannot be admitted: the field, the Pod Security control it fails, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Full dotted path in the object: `spec.template.spec.volumes[1].hostPath`.
     pub field: String,
     pub scope: Scope,
-    /// The check's name as the Pod Security Standards name it.
-    pub check: &'static str,
+    /// [`Control::Malformed`] when the field has the wrong JSON type.
+    pub control: Control,
     pub reason: String,
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scope {
-            Scope::Pod => write!(f, "{}: {} ({})", self.field, self.reason, self.check),
+            Scope::Pod => write!(f, "{}: {} ({})", self.field, self.reason, self.control),
             scope => write!(
                 f,
                 "{scope}: {}: {} ({})",
-                self.field, self.reason, self.check
+                self.field, self.reason, self.control
             ),
         }
     }
@@ -107,10 +107,8 @@ impl Finding {
     fn from_violation(violation: pss::Violation) -> Self {
         let scope = match violation.container {
             Some(name) => Scope::Container {
-                list: crate::workload::CONTAINER_LISTS
-                    .into_iter()
-                    .find(|list| violation.field.contains(&format!(".{list}[")))
-                    .unwrap_or("containers"),
+                // An AppArmor annotation names a container but not its list.
+                list: violation.at.map_or("containers", |at| at.list),
                 name,
             },
             None => Scope::Pod,
@@ -118,8 +116,17 @@ impl Finding {
         Self {
             field: violation.field,
             scope,
-            check: violation.check,
+            control: violation.control,
             reason: violation.detail,
+        }
+    }
+
+    fn malformed(malformed: Malformed) -> Self {
+        Self {
+            reason: format!("expected {}, found {}", malformed.expected, malformed.found),
+            field: malformed.field,
+            scope: Scope::Pod,
+            control: Control::Malformed,
         }
     }
 }
@@ -130,12 +137,24 @@ pub struct Denial {
     pub findings: Vec<Finding>,
 }
 
+impl Denial {
+    /// Whether the object was refused because a field has the wrong JSON type (it is then the
+    /// one finding): bad input rather than a pod the standard forbids.
+    pub fn is_malformed(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|finding| finding.control == Control::Malformed)
+    }
+}
+
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
+        f.write_str(if self.is_malformed() {
+            "cannot be read: "
+        } else {
             "cannot be made to pass Pod Security \"restricted\" without changing what the workload is, \
-             and the host namespace would reject its pods: ",
-        )?;
+             and the host namespace would reject its pods: "
+        })?;
         for (index, finding) in self.findings.iter().enumerate() {
             if index > 0 {
                 f.write_str("; ")?;
@@ -146,9 +165,10 @@ impl fmt::Display for Denial {
     }
 }
 
-/// The engine's answer for one object.
+/// The engine's verdict on one object: the patch that makes it pass "restricted" and what the
+/// patch changes, or why it cannot be admitted.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
+pub struct Verdict {
     /// RFC 6902 operations against the original object; empty when nothing changes.
     pub patch: Vec<Op>,
     pub changes: Vec<Change>,
@@ -157,16 +177,11 @@ pub struct Outcome {
     pub denial: Option<Denial>,
 }
 
-impl Outcome {
-    pub fn is_denied(&self) -> bool {
-        self.denial.is_some()
-    }
-}
-
 /// Where the rules are: the working copy and what they found so far.
 pub(crate) struct Mutation<'p, 'o> {
     pub editor: Editor<'o>,
     pub profile: &'p Profile,
+    pub kind: WorkloadKind,
     /// Dotted path of the pod spec in the object, for messages (`spec.template.spec`).
     pub spec_path: &'static str,
     pub changes: Vec<Change>,
@@ -185,11 +200,11 @@ impl Mutation<'_, '_> {
         });
     }
 
-    pub fn deny(&mut self, field: String, scope: Scope, check: &'static str, reason: String) {
+    pub fn deny(&mut self, field: String, scope: Scope, control: Control, reason: String) {
         self.findings.push(Finding {
             field,
             scope,
-            check,
+            control,
             reason,
         });
     }
@@ -224,22 +239,14 @@ impl Mutation<'_, '_> {
     /// Whether the pod declares itself a Windows pod; Linux-only fields are then left alone, as the
     /// Pod Security Standards exempt such pods from them.
     pub fn is_windows(&self) -> bool {
-        is_windows(self.spec())
+        controls::is_windows(self.spec().get("os"))
     }
-}
-
-/// Whether a pod spec declares a Windows pod.
-pub(crate) fn is_windows(spec: &Value) -> bool {
-    spec.get("os")
-        .and_then(|os| os.get("name"))
-        .and_then(Value::as_str)
-        == Some("windows")
 }
 
 /// Changes `object` in place (of `kind`, located by the caller from the admission request or the
 /// file) so its pod passes Pod Security "restricted" under `profile`, or explains why it cannot.
 ///
-/// On return `object` equals the original with `outcome.patch` applied — unless the outcome is a
+/// On return `object` equals the original with `verdict.patch` applied — unless the outcome is a
 /// denial, when it is left partly edited and must not be used. Objects that carry no pod template
 /// come back unchanged with an empty outcome.
 pub fn mutate(
@@ -247,7 +254,7 @@ pub fn mutate(
     kind: WorkloadKind,
     context: Context<'_>,
     profile: &Profile,
-) -> Outcome {
+) -> Verdict {
     if withholds_edits(kind, context) {
         // Only part of the edits may be sent: compute them on a copy, then apply to `object` just
         // what the patch carries. A rare path (UPDATE of a Pod or Job), so the copy is affordable.
@@ -262,17 +269,31 @@ pub fn mutate(
     mutate_in_place(object, kind, profile)
 }
 
-fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) -> Outcome {
+fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) -> Verdict {
     let holder_pointer = kind.template_pointer();
     let Some(holder) = kind.holder_mut(object) else {
-        return Outcome::default();
+        return Verdict::default();
     };
     if PodTemplate::from_holder(holder, kind).is_none() {
-        return Outcome::default();
+        return Verdict::default();
     }
+    // Bad input is refused before any rule reads it: a rule would take a mistyped field for an
+    // absent one and patch around it.
+    let screen = match unfixable::Screen::of(holder.get("spec"), kind.spec_path()) {
+        Ok(screen) => screen,
+        Err(malformed) => {
+            return Verdict {
+                denial: Some(Denial {
+                    findings: vec![Finding::malformed(malformed)],
+                }),
+                ..Verdict::default()
+            };
+        }
+    };
     let mut mutation = Mutation {
         editor: Editor::new(holder_pointer, holder),
         profile,
+        kind,
         spec_path: kind.spec_path(),
         changes: Vec::new(),
         findings: Vec::new(),
@@ -282,7 +303,7 @@ fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) ->
     // so the fixes below see the pod as it will be admitted.
     // Containers restrictor adds (seeding writable paths) exist before the pod-level rules ask
     // whether every container sets its own user.
-    unfixable::apply(&mut mutation);
+    unfixable::apply(&mut mutation, &screen);
     scheduling::apply(&mut mutation);
     writable::apply(&mut mutation);
     pod::apply(&mut mutation);
@@ -307,7 +328,7 @@ fn mutate_in_place(object: &mut Value, kind: WorkloadKind, profile: &Profile) ->
         }
     }
 
-    Outcome {
+    Verdict {
         patch,
         changes,
         warnings: Vec::new(),
@@ -328,7 +349,7 @@ fn apply_ops(object: &mut Value, ops: &[Op]) -> bool {
 pub struct Evaluation<'p> {
     pub rule: &'p str,
     pub profile: &'p str,
-    pub outcome: Outcome,
+    pub outcome: Verdict,
 }
 
 /// Selects the profile for `object` under `policy` and applies it, editing `object` in place as
@@ -365,12 +386,13 @@ fn withholds_edits(kind: WorkloadKind, context: Context<'_>) -> bool {
 }
 
 /// What the engine would have changed in an immutable part becomes warnings; denials of it too,
-/// since the object already exists and rejecting a label change fixes nothing.
+/// since the object already exists and rejecting a label change fixes nothing. An object that
+/// cannot be read stays refused: that is bad input, not an existing pod.
 fn restrict_to_mutable_fields(
-    mut outcome: Outcome,
+    mut outcome: Verdict,
     kind: WorkloadKind,
     context: Context<'_>,
-) -> Outcome {
+) -> Verdict {
     if !withholds_edits(kind, context) {
         return outcome;
     }
@@ -409,10 +431,17 @@ fn restrict_to_mutable_fields(
                 .map(|change| format!("not changed ({what}): {change}")),
         );
     }
-    if let Some(denial) = outcome.denial.take() {
+    if let Some(denial) = outcome.denial.take_if(|denial| !denial.is_malformed()) {
         let (blocking, other): (Vec<Finding>, Vec<Finding>) =
             denial.findings.into_iter().partition(|finding| {
-                mutable_prefix.is_some() && finding.field.contains(".ephemeralContainers[")
+                mutable_prefix.is_some()
+                    && matches!(
+                        finding.scope,
+                        Scope::Container {
+                            list: "ephemeralContainers",
+                            ..
+                        }
+                    )
             });
         outcome.warnings.extend(other.iter().map(|finding| {
             format!("existing object fails Pod Security \"restricted\": {finding}")

@@ -3,10 +3,12 @@
 //! The rules decide by reading the pod once, then make their edits: most pods arrive compliant,
 //! and for them this costs one walk over the security context's members and no allocation.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{Mutation, Scope};
 use crate::policy::Profile;
+use crate::pss::controls::{is_allowed_profile, is_windows};
+use crate::pss::fields::SecurityContextFields;
 
 pub(super) fn apply(m: &mut Mutation<'_, '_>) {
     for edit in plan(m.profile, m.spec()) {
@@ -46,38 +48,8 @@ impl Edit {
     }
 }
 
-/// The members of the pod-level security context the rules read, found in one walk.
-#[derive(Default)]
-struct PodContext<'a> {
-    run_as_non_root: Option<&'a Value>,
-    run_as_user: Option<&'a Value>,
-    run_as_group: Option<&'a Value>,
-    fs_group: Option<&'a Value>,
-    seccomp_profile: Option<&'a Value>,
-    sysctls: Option<&'a Value>,
-}
-
-impl<'a> PodContext<'a> {
-    fn of(security_context: Option<&'a Map<String, Value>>) -> Self {
-        let mut fields = Self::default();
-        for (key, value) in security_context.into_iter().flatten() {
-            let slot = match key.as_str() {
-                "runAsNonRoot" => &mut fields.run_as_non_root,
-                "runAsUser" => &mut fields.run_as_user,
-                "runAsGroup" => &mut fields.run_as_group,
-                "fsGroup" => &mut fields.fs_group,
-                "seccompProfile" => &mut fields.seccomp_profile,
-                "sysctls" => &mut fields.sysctls,
-                _ => continue,
-            };
-            *slot = Some(value);
-        }
-        fields
-    }
-}
-
 fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
-    let context = PodContext::of(spec.get("securityContext").and_then(Value::as_object));
+    let context = SecurityContextFields::of(spec.get("securityContext"));
     let mut edits = Vec::new();
     if context.run_as_non_root != Some(&Value::Bool(true)) {
         edits.push(Edit::set(
@@ -86,7 +58,7 @@ fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
             was("runAsNonRoot=true", context.run_as_non_root),
         ));
     }
-    if super::is_windows(spec) {
+    if is_windows(spec.get("os")) {
         // uids, gids, seccomp and sysctls are Linux concepts; the standard exempts Windows pods.
         return edits;
     }
@@ -99,7 +71,12 @@ fn plan(profile: &Profile, spec: &Value) -> Vec<Edit> {
 /// runAsUser, runAsGroup and fsGroup: set where absent (or root), never replacing a non-zero value.
 /// The user and group are left unset when every container sets its own, so an image's own numeric
 /// USER keeps working wherever the pod spec already decided.
-fn identities(profile: &Profile, spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+fn identities(
+    profile: &Profile,
+    spec: &Value,
+    context: &SecurityContextFields<'_>,
+    edits: &mut Vec<Edit>,
+) {
     for (field, pointer, current, id, containers_may_decide) in [
         (
             "runAsUser",
@@ -149,18 +126,10 @@ fn every_container_sets(spec: &Value, field: &str) -> bool {
     })
 }
 
-/// Whether a seccomp profile object is one the restricted level accepts.
-pub(super) fn is_compliant_seccomp(profile: &Value) -> bool {
-    matches!(
-        profile.get("type").and_then(Value::as_str),
-        Some("RuntimeDefault" | "Localhost")
-    )
-}
-
-fn seccomp(spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+fn seccomp(spec: &Value, context: &SecurityContextFields<'_>, edits: &mut Vec<Edit>) {
     let current = context.seccomp_profile;
     match current {
-        Some(profile) if is_compliant_seccomp(profile) => return,
+        Some(profile) if is_allowed_profile(profile) => return,
         // An absent pod-level profile is fine when every container sets a compliant one.
         None if every_container_has_seccomp(spec) => return,
         _ => {}
@@ -180,11 +149,16 @@ fn every_container_has_seccomp(spec: &Value) -> bool {
             c.container
                 .get("securityContext")
                 .and_then(|sc| sc.get("seccompProfile"))
-                .is_some_and(is_compliant_seccomp)
+                .is_some_and(is_allowed_profile)
         })
 }
 
-fn sysctls(profile: &Profile, spec: &Value, context: &PodContext<'_>, edits: &mut Vec<Edit>) {
+fn sysctls(
+    profile: &Profile,
+    spec: &Value,
+    context: &SecurityContextFields<'_>,
+    edits: &mut Vec<Edit>,
+) {
     if profile.sysctls.is_empty() {
         return;
     }

@@ -34,7 +34,7 @@ const BUCKETS: [f64; 14] = [
 const MAX_SERIES: usize = 128;
 
 /// The `reason` of a denial whose review could not be read (answered 400).
-pub(crate) const DENIAL_MALFORMED: &str = "malformed";
+pub(crate) const DENIAL_MALFORMED: &str = crate::admission::MALFORMED_LABEL;
 /// The `reason` of a denial that names no Pod Security control.
 pub(crate) const DENIAL_OTHER: &str = "other";
 
