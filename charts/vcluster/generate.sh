@@ -105,6 +105,8 @@ case "${mode}" in
   write)
     tmp="$(mktemp "${TARGET}.XXXXXX")"
     render_file > "${tmp}"
+    # mktemp creates the file 0600; the shipped file is read by whoever applies it.
+    chmod 0644 "${tmp}"
     mv "${tmp}" "${TARGET}"
     echo "wrote ${TARGET} (restrictor ${app_version}, $(grep -c '^        kind:' "${TARGET}") objects)" ;;
   check)
