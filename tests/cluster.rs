@@ -639,30 +639,33 @@ const APP_NS: &str = "cattle-system";
 
 fn seed_workloads(fake: &Fake) {
     let app = APP_NS;
-    fake.put(
-        &workload_path("apps", "deployments", app, "agent"),
-        workload("apps/v1", "Deployment", app, "agent", false),
-    );
-    fake.put(
-        &workload_path("apps", "deployments", app, "fine"),
-        workload("apps/v1", "Deployment", app, "fine", true),
-    );
-    fake.put(
-        &workload_path("apps", "statefulsets", app, "db"),
-        workload("apps/v1", "StatefulSet", app, "db", false),
-    );
-    fake.put(
-        &workload_path("apps", "daemonsets", app, "ds"),
-        workload("apps/v1", "DaemonSet", app, "ds", true),
-    );
-    fake.put(
-        &workload_path("batch", "jobs", app, "import"),
-        workload("batch/v1", "Job", app, "import", false),
-    );
-    fake.put(
-        &workload_path("", "pods", app, "bare"),
-        workload("v1", "Pod", app, "bare", false),
-    );
+    for (group, resource, api_version, kind, name, compliant) in [
+        (
+            "apps",
+            "deployments",
+            "apps/v1",
+            "Deployment",
+            "agent",
+            false,
+        ),
+        ("apps", "deployments", "apps/v1", "Deployment", "fine", true),
+        (
+            "apps",
+            "statefulsets",
+            "apps/v1",
+            "StatefulSet",
+            "db",
+            false,
+        ),
+        ("apps", "daemonsets", "apps/v1", "DaemonSet", "ds", true),
+        ("batch", "jobs", "batch/v1", "Job", "import", false),
+        ("", "pods", "v1", "Pod", "bare", false),
+    ] {
+        fake.put(
+            &workload_path(group, resource, app, name),
+            workload(api_version, kind, app, name, compliant),
+        );
+    }
     let mut owned = workload("v1", "Pod", app, "agent-abc", false);
     owned["metadata"]["ownerReferences"] =
         json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "agent-x", "uid": "u"}]);

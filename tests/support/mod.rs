@@ -31,6 +31,7 @@ mod shared_fixtures;
 mod temp_dir;
 pub mod webhook_routing;
 // Each test binary uses some of these.
+#[allow(unused_imports)]
 pub use logs::Logs;
 #[allow(unused_imports)]
 pub use shared_fixtures::{
