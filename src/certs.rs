@@ -42,20 +42,8 @@ use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// A serving certificate chain and its private key, both PEM. Produced by the file watcher
 /// (`--tls-cert`/`--tls-key`) or by the self-managed certificate authority; consumed by the TLS server.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ServingPem {
-    pub cert_chain: String,
-    pub key: String,
-}
-
-impl std::fmt::Debug for ServingPem {
-    // Never print key material, not even in debug logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServingPem")
-            .field("cert_chain_len", &self.cert_chain.len())
-            .finish_non_exhaustive()
-    }
-}
+/// The same pair as any other certificate, so that `Debug` has one owner that never prints a key.
+pub type ServingPem = CertKeyPem;
 
 /// Secret keys.
 const CA_CERT_KEY: &str = "ca.crt";
@@ -120,7 +108,8 @@ pub fn service_dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// A certificate and its private key, PEM. `Debug` never prints the key.
+/// A certificate (for serving, the whole chain) and its private key, PEM.
+/// `Debug` never prints the key, not even in debug logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CertKeyPem {
     pub cert: String,
@@ -483,10 +472,7 @@ impl CertState {
 
     /// What the TLS server presents: the serving certificate and its key.
     pub fn serving_pem(&self) -> ServingPem {
-        ServingPem {
-            cert_chain: self.serving.cert.clone(),
-            key: self.serving.key.clone(),
-        }
+        self.serving.clone()
     }
 
     /// Performs `step` (from [`plan`]) and returns the new state.

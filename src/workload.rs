@@ -313,6 +313,7 @@ mod tests {
     fn locates_the_template_of_every_pod_bearing_kind() {
         let template =
             json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}});
+        let templated = |api_version: &str, kind: &str| json!({"apiVersion": api_version, "kind": kind, "spec": {"template": template}});
         let cases = [
             (
                 json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "x"}}, "spec": template["spec"]}),
@@ -323,49 +324,45 @@ mod tests {
                 WorkloadKind::PodTemplate,
             ),
             (
-                json!({"apiVersion": "v1", "kind": "ReplicationController", "spec": {"template": template}}),
+                templated("v1", "ReplicationController"),
                 WorkloadKind::ReplicationController,
             ),
+            (templated("apps/v1", "Deployment"), WorkloadKind::Deployment),
+            (templated("apps/v1", "ReplicaSet"), WorkloadKind::ReplicaSet),
             (
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}),
-                WorkloadKind::Deployment,
-            ),
-            (
-                json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "spec": {"template": template}}),
-                WorkloadKind::ReplicaSet,
-            ),
-            (
-                json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "spec": {"template": template}}),
+                templated("apps/v1", "StatefulSet"),
                 WorkloadKind::StatefulSet,
             ),
-            (
-                json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": template}}),
-                WorkloadKind::DaemonSet,
-            ),
-            (
-                json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": template}}),
-                WorkloadKind::Job,
-            ),
+            (templated("apps/v1", "DaemonSet"), WorkloadKind::DaemonSet),
+            (templated("batch/v1", "Job"), WorkloadKind::Job),
             (
                 json!({"apiVersion": "batch/v1", "kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": template}}}}),
                 WorkloadKind::CronJob,
             ),
         ];
         for (object, kind) in cases {
-            let pod = PodTemplate::locate(&object).expect("template found");
+            let pod = PodTemplate::locate(&object)
+                .unwrap_or_else(|| panic!("{kind:?}: no template found"));
             assert_eq!(pod.kind, kind);
-            assert_eq!(pod.labels().and_then(|l| l.get("app")), Some(&json!("x")));
+            assert_eq!(
+                pod.labels().and_then(|l| l.get("app")),
+                Some(&json!("x")),
+                "{kind:?}"
+            );
             assert_eq!(
                 pod.containers().map(|c| c.name()).collect::<Vec<_>>(),
-                ["c"]
+                ["c"],
+                "{kind:?}"
             );
             assert_eq!(
                 object.pointer(&format!("{}/spec", kind.template_pointer())),
-                Some(pod.spec)
+                Some(pod.spec),
+                "{kind:?}"
             );
             assert_eq!(
                 kind.holder(&object),
-                object.pointer(kind.template_pointer())
+                object.pointer(kind.template_pointer()),
+                "{kind:?}"
             );
         }
     }

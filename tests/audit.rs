@@ -5,7 +5,7 @@ mod fake_apiserver;
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fake_apiserver::{Fake, rule};
@@ -20,29 +20,6 @@ use serde_json::{Value, json};
 const AGENT_UID: &str = "d0c1a9e2-0000-4000-8000-000000000001";
 /// The ReplicaSet uid the fixture pod's ownerReference names.
 const AGENT_RS_UID: &str = "3f0c1e2a-6b7d-4c8e-9f10-a1b2c3d4e5f6";
-
-/// The shared fixtures directory: `$RESTRICTOR_SHARED_DIR/fixtures` or `../shared/fixtures`
-/// beside the checkout. `None` (the test says it is skipped) when absent outside CI; under CI a
-/// missing directory fails, as CI always lays it there.
-fn shared_fixtures() -> Option<PathBuf> {
-    let root = std::env::var_os("RESTRICTOR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    let dir = root.join("fixtures");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} not found, but CI is set",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: shared fixtures not found at {} (set RESTRICTOR_SHARED_DIR)",
-        dir.display()
-    );
-    None
-}
 
 fn fixture_objects(dir: &std::path::Path, relative: &str) -> Vec<Value> {
     let path = dir.join(relative);
@@ -158,7 +135,9 @@ fn engine_changes(object: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn audit_gives_each_fixture_object_the_webhooks_outcome_read_only() {
-    let Some(dir) = shared_fixtures() else { return };
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
     let fake = loaded_fake(&dir, audit_rbac()).await;
     // Small pages: the inventory must follow `continue` tokens to see everything.
     fake.set_page_size(1);
@@ -297,7 +276,9 @@ async fn restrictor(args: &[&str]) -> Run {
 
 #[tokio::test]
 async fn the_command_resolves_kubeconfig_and_context_and_its_json_is_stable() {
-    let Some(dir) = shared_fixtures() else { return };
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
     let fake = loaded_fake(&dir, audit_rbac()).await;
     let config = kubeconfig(&fake.url);
     let file = config.path.to_str().unwrap();
@@ -358,7 +339,9 @@ async fn the_command_resolves_kubeconfig_and_context_and_its_json_is_stable() {
 
 #[tokio::test]
 async fn a_forbidden_list_names_the_resource_verb_and_namespace() {
-    let Some(dir) = shared_fixtures() else { return };
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
     let rules = audit_rbac()
         .into_iter()
         .filter(|r| r.resource != "deployments")
@@ -485,7 +468,9 @@ fn assert_valid(schema: &Value, object: &Value) {
 
 #[tokio::test]
 async fn policy_reports_match_the_crd_schema_and_rewriting_them_is_a_no_op() {
-    let Some(dir) = shared_fixtures() else { return };
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
     let fake = loaded_fake(&dir, reports_rbac()).await;
     fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
     let client = fake.client();
@@ -561,32 +546,11 @@ async fn policy_reports_match_the_crd_schema_and_rewriting_them_is_a_no_op() {
     fake.assert_no_unexpected();
 }
 
-/// Collects the log lines written while it is the default subscriber.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn lines_containing(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
-    let Some(dir) = shared_fixtures() else { return };
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
     let fake = loaded_fake(&dir, reports_rbac()).await;
     let config = kubeconfig(&fake.url);
     let run = restrictor(&[
@@ -607,13 +571,7 @@ async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
     );
 
     // The webhook's periodic task: several passes, one log line, no report request.
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = support::Logs::capture();
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
     let task = tokio::spawn(reports::run_periodic_reports(
         fake.client(),

@@ -3,7 +3,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -165,23 +165,7 @@ fn unmutated_fixtures_fail_the_checker_as_their_readme_says() {
 #[test]
 fn stdin_json_and_patch_outputs() {
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"apps"},"spec":{"containers":[{"name":"a","image":"nginx"}]}}"#;
-    let run = |format: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_restrictor"))
-            .args(["mutate", "-o", format, "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(pod.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("output")
-    };
+    let run = |format: &str| support::restrictor_with_stdin(&["mutate", "-o", format], pod);
     let json = run("json");
     assert_eq!(json.status.code(), Some(0));
     let mutated: Value = serde_json::from_slice(&json.stdout).expect("json");

@@ -1,6 +1,7 @@
 //! The cluster side against an in-process fake API server, with the real `kube::Client`.
 
 mod fake_apiserver;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -206,13 +207,9 @@ async fn first_start_creates_the_secret_and_injects_the_ca_bundle() {
     assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
     // The published serving material is the Secret's and valid for the service names.
     let served = ch.serving_rx.borrow().clone().expect("published");
-    assert_eq!(served.cert_chain, secret_field(&fake, "tls.crt").unwrap());
+    assert_eq!(served.cert, secret_field(&fake, "tls.crt").unwrap());
     assert_eq!(served.key, secret_field(&fake, "tls.key").unwrap());
-    assert!(trusts(
-        &bundle,
-        &served.cert_chain,
-        OffsetDateTime::now_utc()
-    ));
+    assert!(trusts(&bundle, &served.cert, OffsetDateTime::now_utc()));
     assert_eq!(fake.count("create", "secrets"), 1);
     assert_eq!(fake.count("patch", "mutatingwebhookconfigurations"), 1);
     fake.assert_no_unexpected();
@@ -309,7 +306,7 @@ async fn two_replicas_starting_together_end_with_one_secret() {
     y.unwrap();
     assert_eq!(*a.serving_rx.borrow(), *b.serving_rx.borrow());
     assert_eq!(
-        a.serving_rx.borrow().as_ref().unwrap().cert_chain,
+        a.serving_rx.borrow().as_ref().unwrap().cert,
         secret_field(&fake, "tls.crt").unwrap()
     );
     fake.assert_no_unexpected();
@@ -435,13 +432,7 @@ impl Rotation {
             .unwrap()
     }
     fn served(&self) -> String {
-        self.ch
-            .serving_rx
-            .borrow()
-            .as_ref()
-            .unwrap()
-            .cert_chain
-            .clone()
+        self.ch.serving_rx.borrow().as_ref().unwrap().cert.clone()
     }
 }
 
@@ -542,7 +533,7 @@ async fn switch_waits_until_the_overlap_bundle_is_injected() {
 
 async fn tls_server(serving: ServingPem) -> std::net::SocketAddr {
     let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(serving.cert_chain.as_bytes())
+        CertificateDer::pem_slice_iter(serving.cert.as_bytes())
             .map(Result::unwrap)
             .collect();
     let key = PrivateKeyDer::from_pem_slice(serving.key.as_bytes()).unwrap();
@@ -648,30 +639,33 @@ const APP_NS: &str = "cattle-system";
 
 fn seed_workloads(fake: &Fake) {
     let app = APP_NS;
-    fake.put(
-        &workload_path("apps", "deployments", app, "agent"),
-        workload("apps/v1", "Deployment", app, "agent", false),
-    );
-    fake.put(
-        &workload_path("apps", "deployments", app, "fine"),
-        workload("apps/v1", "Deployment", app, "fine", true),
-    );
-    fake.put(
-        &workload_path("apps", "statefulsets", app, "db"),
-        workload("apps/v1", "StatefulSet", app, "db", false),
-    );
-    fake.put(
-        &workload_path("apps", "daemonsets", app, "ds"),
-        workload("apps/v1", "DaemonSet", app, "ds", true),
-    );
-    fake.put(
-        &workload_path("batch", "jobs", app, "import"),
-        workload("batch/v1", "Job", app, "import", false),
-    );
-    fake.put(
-        &workload_path("", "pods", app, "bare"),
-        workload("v1", "Pod", app, "bare", false),
-    );
+    for (group, resource, api_version, kind, name, compliant) in [
+        (
+            "apps",
+            "deployments",
+            "apps/v1",
+            "Deployment",
+            "agent",
+            false,
+        ),
+        ("apps", "deployments", "apps/v1", "Deployment", "fine", true),
+        (
+            "apps",
+            "statefulsets",
+            "apps/v1",
+            "StatefulSet",
+            "db",
+            false,
+        ),
+        ("apps", "daemonsets", "apps/v1", "DaemonSet", "ds", true),
+        ("batch", "jobs", "batch/v1", "Job", "import", false),
+        ("", "pods", "v1", "Pod", "bare", false),
+    ] {
+        fake.put(
+            &workload_path(group, resource, app, name),
+            workload(api_version, kind, app, name, compliant),
+        );
+    }
     let mut owned = workload("v1", "Pod", app, "agent-abc", false);
     owned["metadata"]["ownerReferences"] =
         json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "agent-x", "uid": "u"}]);
@@ -877,33 +871,6 @@ fn names(workloads: &[WorkloadRef]) -> Vec<String> {
         .collect()
 }
 
-/// Log lines written while the returned guard lives (this test's thread: tokio::test runs every
-/// task on it).
-fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
-    #[derive(Clone)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let writer = Buffer(buffer.clone());
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (buffer, tracing::subscriber::set_default(subscriber))
-}
-
-fn logs(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
-    String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
-}
-
 /// The seeded workloads behind a fake API server whose probe answers `live` decides (given the
 /// probe's number); returns the probe counter too.
 async fn seeded_fake(live: impl Fn(usize) -> bool + Send + 'static) -> (Fake, Arc<Mutex<usize>>) {
@@ -921,7 +888,7 @@ async fn reconcile_observed(
     timing: ReconcileTiming,
 ) -> (restrictor::cluster::ReconcileReport, Vec<String>, String) {
     let (events, observer) = recorder();
-    let (buffer, guard) = capture_logs();
+    let (logs, guard) = support::Logs::capture();
     let report = Reconciler::new(fake.client(), config_for(APP_NS, timing), builtin_policy())
         .with_observer(observer)
         .run()
@@ -929,7 +896,7 @@ async fn reconcile_observed(
         .unwrap();
     drop(guard);
     let events = events.lock().unwrap().clone();
-    (report, events, logs(&buffer))
+    (report, events, logs.text())
 }
 
 fn no_probe_pod_stored(fake: &Fake) {

@@ -1,29 +1,12 @@
 //! Objects whose pod lists or contexts have the wrong JSON type, through the offline CLI and the
 //! admission answer: refused with the field named, never admitted with a patch around it.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::Output;
 
 use serde_json::{Value, json};
-
-/// Runs `restrictor ARGS -` with `input` on stdin.
-fn restrictor_with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_restrictor"))
-        .args(args)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("restrictor runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("restrictor exits")
-}
+use support::restrictor_with_stdin;
 
 const DEPLOYMENT_WITH_CONTAINERS_AS_OBJECT: &str = r#"
 apiVersion: apps/v1

@@ -35,12 +35,23 @@ async fn closed_by_server(
     assert_eq!(n, 0, "{what}: data instead of a close");
 }
 
-/// A policy file holding the built-in policy, in a directory removed on drop.
-fn builtin_policy_file(label: &str) -> (TempDir, PathBuf) {
+/// A server (fresh certificate, then `tweak`) watching a file that holds the built-in policy; the
+/// file to edit, in a directory removed on drop.
+async fn start_with_policy_file(
+    pki: &Pki,
+    label: &str,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> (TempDir, PathBuf, TestServer, SecretDir) {
     let dir = TempDir::new(label);
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, restrictor::policy::BUILTIN_YAML).unwrap();
-    (dir, policy)
+    let path = policy.clone();
+    let (server, secret) = start_with(pki, move |c| {
+        c.policy_path = Some(path);
+        tweak(c);
+    })
+    .await;
+    (dir, policy, server, secret)
 }
 
 /// A server with the default configuration and a certificate from a fresh CA.
@@ -372,9 +383,7 @@ async fn certificate_swapped_through_a_kubelet_data_symlink_is_served_to_new_con
 async fn policy_reloads_and_an_invalid_policy_is_rejected() {
     init();
     let pki = Pki::new();
-    let (_dir, policy) = builtin_policy_file("policy");
-    let path = policy.clone();
-    let (server, _secret) = start_with(&pki, move |c| c.policy_path = Some(path)).await;
+    let (_dir, policy, server, _secret) = start_with_policy_file(&pki, "policy", |_| {}).await;
     let admin = server.admin;
     assert_eq!(metric(admin, "restrictor_policy_reloads_total").await, 1.0);
 
@@ -426,7 +435,7 @@ async fn readiness_follows_tls_material_conditions_and_draining() {
     let ca_injected = server.readiness.condition("ca-bundle-injected");
     let leaf = pki.leaf("from-channel");
     tx.send_replace(Some(restrictor::certs::ServingPem {
-        cert_chain: leaf.cert_pem.clone(),
+        cert: leaf.cert_pem.clone(),
         key: leaf.key_pem.clone(),
     }));
     assert!(
@@ -695,10 +704,7 @@ fn rss_kib() -> Option<u64> {
 async fn certificate_and_policy_swaps_during_load_lose_no_request() {
     init();
     let pki = Pki::new();
-    let (_dir, policy) = builtin_policy_file("policy-load");
-    let path = policy.clone();
-    let (server, mut secret) = start_with(&pki, move |c| {
-        c.policy_path = Some(path);
+    let (_dir, policy, server, mut secret) = start_with_policy_file(&pki, "policy-load", |c| {
         c.reload_interval = Duration::from_millis(50);
     })
     .await;

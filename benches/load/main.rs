@@ -92,6 +92,14 @@ impl Object {
     }
 }
 
+/// `text` as a number above zero, or the usage message `error`.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(text: &str, error: &str) -> T {
+    text.parse()
+        .ok()
+        .filter(|n| *n > T::default())
+        .unwrap_or_else(|| usage(error))
+}
+
 fn usage(msg: &str) -> ! {
     eprintln!("load: {msg}");
     eprintln!(
@@ -148,28 +156,14 @@ fn parse_options() -> Option<Options> {
             "--concurrency" => {
                 o.concurrency = value()
                     .split(',')
-                    .map(|c| {
-                        c.trim()
-                            .parse()
-                            .ok()
-                            .filter(|&c: &usize| c > 0)
-                            .unwrap_or_else(|| usage("--concurrency takes numbers > 0"))
-                    })
+                    .map(|c| positive(c.trim(), "--concurrency takes numbers > 0"))
                     .collect();
             }
             "--windows" => {
-                o.windows = value()
-                    .parse()
-                    .ok()
-                    .filter(|&w| w > 0)
-                    .unwrap_or_else(|| usage("--windows takes a number > 0"));
+                o.windows = positive(value(), "--windows takes a number > 0");
             }
             "--client-threads" => {
-                o.client_threads = value()
-                    .parse()
-                    .ok()
-                    .filter(|&w| w > 0)
-                    .unwrap_or_else(|| usage("--client-threads takes a number > 0"));
+                o.client_threads = positive(value(), "--client-threads takes a number > 0");
             }
             "--starts" => {
                 o.starts = value()

@@ -28,17 +28,19 @@ fn plain_spec() -> Value {
     json!({"containers": [{"name": "app", "image": "nginx"}]})
 }
 
+/// A plain spec that also shares the host namespace `field`: denied under every profile.
+fn host_spec(field: &str) -> Value {
+    let mut spec = plain_spec();
+    spec[field] = json!(true);
+    spec
+}
+
 #[test]
 fn each_outcome_is_what_the_engine_decides() {
     let policy = Policy::builtin();
     let compliant = deployment("team", "ok", "u1", restricted_spec());
     let mutated = deployment("team", "plain", "u2", plain_spec());
-    let denied = deployment(
-        "team",
-        "host",
-        "u3",
-        json!({"hostNetwork": true, "containers": [{"name": "app", "image": "nginx"}]}),
-    );
+    let denied = deployment("team", "host", "u3", host_spec("hostNetwork"));
     let kind = WorkloadKind::Deployment;
     assert_eq!(
         verdict(&policy, &compliant, kind),
@@ -142,12 +144,7 @@ fn owned_objects_are_counted_under_their_owner_and_not_listed() {
 fn json_output_has_the_documented_fields_sorted() {
     let policy = Policy::builtin();
     let objects = vec![
-        deployment(
-            "b",
-            "host",
-            "u3",
-            json!({"hostPID": true, "containers": [{"name": "app", "image": "nginx"}]}),
-        ),
+        deployment("b", "host", "u3", host_spec("hostPID")),
         deployment("a", "ok", "u1", restricted_spec()),
     ];
     let audit = audit(&policy, &objects);
@@ -197,12 +194,7 @@ fn reports_say_pass_warn_fail_skip_per_object_and_count_them() {
     let objects = vec![
         deployment("team", "ok", "u1", restricted_spec()),
         deployment("team", "plain", "u2", plain_spec()),
-        deployment(
-            "team",
-            "host",
-            "u3",
-            json!({"hostIPC": true, "containers": [{"name": "a", "image": "x"}]}),
-        ),
+        deployment("team", "host", "u3", host_spec("hostIPC")),
         deployment("legacy", "old", "u4", plain_spec()),
     ];
     let audit = audit(&policy, &objects);

@@ -127,35 +127,50 @@ pub struct WritablePath {
     pub seed_from_image: bool,
 }
 
-/// An absolute, normalised directory path (no trailing slash, no `.` or `..` parts).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-// Serialized as the inner string (a newtype struct); parsed only through the check.
-#[serde(try_from = "String")]
-pub struct AbsolutePath(String);
+/// A string newtype that can hold only what `$check` accepted, because deserialising goes through the
+/// check; serialised as the inner string.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
 
-impl AbsolutePath {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, String> {
+                $check(value).map(Self)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for AbsolutePath {
-    type Error = String;
+checked_string!(
+    /// An absolute, normalised directory path (no trailing slash, no `.` or `..` parts).
+    AbsolutePath,
+    absolute_path
+);
 
-    fn try_from(path: String) -> Result<Self, String> {
-        let trimmed = path.trim_end_matches('/');
-        if !path.starts_with('/') || trimmed.is_empty() {
-            return Err(format!("{path:?} must be an absolute path other than /"));
-        }
-        if trimmed
-            .split('/')
-            .skip(1)
-            .any(|part| part.is_empty() || part == "." || part == "..")
-        {
-            return Err(format!("{path:?} must not contain empty, . or .. parts"));
-        }
-        Ok(Self(trimmed.to_owned()))
+fn absolute_path(path: String) -> Result<String, String> {
+    let trimmed = path.trim_end_matches('/');
+    if !path.starts_with('/') || trimmed.is_empty() {
+        return Err(format!("{path:?} must be an absolute path other than /"));
     }
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!("{path:?} must not contain empty, . or .. parts"));
+    }
+    Ok(trimmed.to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -165,31 +180,21 @@ pub struct Sysctl {
     pub value: String,
 }
 
-/// A sysctl name from the Pod Security Standards' safe set: anything else would make the pod fail the
-/// very level restrictor enforces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-// Serialized as the inner string (a newtype struct); parsed only through the check.
-#[serde(try_from = "String")]
-pub struct SafeSysctl(String);
+checked_string!(
+    /// A sysctl name from the Pod Security Standards' safe set: anything else would make the pod fail
+    /// the very level restrictor enforces.
+    SafeSysctl,
+    safe_sysctl
+);
 
-impl SafeSysctl {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for SafeSysctl {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<Self, String> {
-        if crate::pss::SAFE_SYSCTLS.contains(&name.as_str()) {
-            Ok(Self(name))
-        } else {
-            Err(format!(
-                "{name:?} is not a safe sysctl; allowed: {}",
-                crate::pss::SAFE_SYSCTLS.join(", ")
-            ))
-        }
+fn safe_sysctl(name: String) -> Result<String, String> {
+    if crate::pss::SAFE_SYSCTLS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{name:?} is not a safe sysctl; allowed: {}",
+            crate::pss::SAFE_SYSCTLS.join(", ")
+        ))
     }
 }
 
@@ -529,13 +534,6 @@ mod tests {
     }
 
     /// Asserts that `yaml` is rejected with a message containing every one of `needles`.
-    fn assert_rejected(yaml: &str, needles: &[&str]) {
-        let message = error_of(yaml);
-        for needle in needles {
-            assert!(message.contains(needle), "{needle:?} not in {message}");
-        }
-    }
-
     fn error_of(yaml: &str) -> String {
         match Policy::from_yaml(yaml) {
             Ok(policy) => panic!("expected an error, got {policy:?}"),
@@ -617,22 +615,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_is_named_with_its_line() {
-        assert_rejected(
-            "profiles:\n  restricted:\n    runAsUsr: 5\nrules: []\n",
-            &["runAsUsr", "line 3"],
-        );
-    }
-
-    #[test]
-    fn root_uid_is_rejected_naming_the_field() {
-        assert_rejected(
-            "profiles:\n  restricted:\n    runAsUser: 0\nrules: []\n",
-            &["runAsUser", "must not be 0", "line 3"],
-        );
-    }
-
-    #[test]
     fn a_sysctl_listed_twice_is_rejected_naming_the_second() {
         let text = "profiles:\n  p:\n    sysctls:\n    - {name: net.ipv4.ping_group_range, value: '0 0'}\n    - {name: net.ipv4.ping_group_range, value: '1 1'}\nrules: []\n";
         let error = error_of(text);
@@ -645,34 +627,62 @@ mod tests {
     }
 
     #[test]
-    fn wrong_action_and_unsafe_sysctl_and_relative_path_are_rejected() {
-        let unfixable = "profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n";
-        assert_rejected(unfixable, &["privileged", "allow"]);
-        let sysctl =
-            "profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n";
-        assert_rejected(sysctl, &["kernel.msgmax"]);
-        let relative = "profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n";
-        assert_rejected(relative, &["absolute"]);
-    }
-
-    #[test]
-    fn rule_with_unknown_profile_names_rule_index_and_line() {
-        assert_rejected(
-            "profiles:\n  restricted: {}\nrules:\n- name: a\n  profile: restricted\n- name: b\n  profile: restircted\n",
-            &["rules[1].profile", "line 7", "restircted"],
-        );
-    }
-
-    #[test]
-    fn duplicate_rule_names_and_reserved_profile_name_are_rejected() {
-        let twice = "profiles: {p: {}}\nrules:\n- {name: a, profile: p}\n- {name: a, profile: p}\n";
-        assert_rejected(twice, &["rules[1].name"]);
-        assert_rejected("profiles: {none: {}}\nrules: []\n", &["profiles.none"]);
-    }
-
-    #[test]
-    fn missing_rules_is_an_error() {
-        assert_rejected("profiles: {p: {}}\n", &["rules"]);
+    fn invalid_policies_are_rejected_naming_what_is_wrong() {
+        let cases: [(&str, &str, &[&str]); 9] = [
+            (
+                "unknown field, with its line",
+                "profiles:\n  restricted:\n    runAsUsr: 5\nrules: []\n",
+                &["runAsUsr", "line 3"],
+            ),
+            (
+                "root uid",
+                "profiles:\n  restricted:\n    runAsUser: 0\nrules: []\n",
+                &["runAsUser", "must not be 0", "line 3"],
+            ),
+            (
+                "wrong action",
+                "profiles:\n  p:\n    unfixable: {privileged: allow}\nrules: []\n",
+                &["privileged", "allow"],
+            ),
+            (
+                "unsafe sysctl",
+                "profiles:\n  p:\n    sysctls: [{name: kernel.msgmax, value: '1'}]\nrules: []\n",
+                &["kernel.msgmax"],
+            ),
+            (
+                "relative path",
+                "profiles:\n  p:\n    writablePaths: [{path: tmp}]\nrules: []\n",
+                &["absolute"],
+            ),
+            (
+                "rule with an unknown profile: rule index and line",
+                "profiles:\n  restricted: {}\nrules:\n- name: a\n  profile: restricted\n- name: b\n  profile: restircted\n",
+                &["rules[1].profile", "line 7", "restircted"],
+            ),
+            (
+                "duplicate rule names",
+                "profiles: {p: {}}\nrules:\n- {name: a, profile: p}\n- {name: a, profile: p}\n",
+                &["rules[1].name"],
+            ),
+            (
+                "reserved profile name",
+                "profiles: {none: {}}\nrules: []\n",
+                &["profiles.none"],
+            ),
+            ("missing rules", "profiles: {p: {}}\n", &["rules"]),
+        ];
+        for (case, yaml, needles) in cases {
+            let message = match Policy::from_yaml(yaml) {
+                Ok(policy) => panic!("{case}: expected an error, got {policy:?}"),
+                Err(error) => error.to_string(),
+            };
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{case}: {needle:?} not in {message}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -300,6 +300,14 @@ impl EncodeMetric for LatencyHistogram {
 mod tests {
     use super::*;
 
+    /// The exposition holds each of `expected`; a failure shows which is missing, and the text.
+    fn assert_renders(m: &Metrics, expected: &[&str]) {
+        let text = m.render();
+        for needle in expected {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
+
     #[test]
     fn renders_counts_and_histogram() {
         let m = Metrics::new();
@@ -316,16 +324,18 @@ mod tests {
             Duration::from_millis(3),
         );
         m.observe("", "", Disposition::Invalid, Duration::from_micros(10));
-        let text = m.render();
-        assert!(text.contains(
-            "restrictor_admission_requests_total{operation=\"CREATE\",kind=\"Pod\",outcome=\"patched\"} 2"
-        ));
-        assert!(text.contains("outcome=\"invalid\"} 1"));
-        // The bound is written as client_golang writes it (was "0.00005" before prometheus-client).
-        assert!(text.contains("restrictor_admission_duration_seconds_bucket{le=\"5e-05\"} 2"));
-        assert!(text.contains("restrictor_admission_duration_seconds_bucket{le=\"+Inf\"} 3"));
-        assert!(text.contains("restrictor_admission_duration_seconds_count 3"));
-        assert!(text.contains("restrictor_policy_reload_errors_total 0"));
+        assert_renders(
+            &m,
+            &[
+                "restrictor_admission_requests_total{operation=\"CREATE\",kind=\"Pod\",outcome=\"patched\"} 2",
+                "outcome=\"invalid\"} 1",
+                // The bound is written as client_golang writes it (was "0.00005" before prometheus-client).
+                "restrictor_admission_duration_seconds_bucket{le=\"5e-05\"} 2",
+                "restrictor_admission_duration_seconds_bucket{le=\"+Inf\"} 3",
+                "restrictor_admission_duration_seconds_count 3",
+                "restrictor_policy_reload_errors_total 0",
+            ],
+        );
     }
 
     #[test]
@@ -376,15 +386,16 @@ mod tests {
         m.denied(&[DENIAL_MALFORMED]);
         m.denied(&[]);
         m.reconcile_action("restarted");
-        let text = m.render();
-        assert!(
-            text.contains("restrictor_admission_denials_total{reason=\"Host Namespaces\"} 2"),
-            "{text}"
+        assert_renders(
+            &m,
+            &[
+                "restrictor_admission_denials_total{reason=\"Host Namespaces\"} 2",
+                "restrictor_admission_denials_total{reason=\"HostPorts\"} 1",
+                "restrictor_admission_denials_total{reason=\"malformed\"} 1",
+                "restrictor_admission_denials_total{reason=\"other\"} 1",
+                "restrictor_reconcile_actions_total{action=\"restarted\"} 1",
+            ],
         );
-        assert!(text.contains("restrictor_admission_denials_total{reason=\"HostPorts\"} 1"));
-        assert!(text.contains("restrictor_admission_denials_total{reason=\"malformed\"} 1"));
-        assert!(text.contains("restrictor_admission_denials_total{reason=\"other\"} 1"));
-        assert!(text.contains("restrictor_reconcile_actions_total{action=\"restarted\"} 1"));
     }
 
     #[test]

@@ -537,7 +537,7 @@ fn pem_of(contents: &[Vec<u8>]) -> ServingPem {
             .unwrap_or_default()
     };
     ServingPem {
-        cert_chain: text(0),
+        cert: text(0),
         key: text(1),
     }
 }

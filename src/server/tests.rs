@@ -67,7 +67,7 @@ fn self_signed() -> ServingPem {
         .self_signed(&key)
         .unwrap();
     ServingPem {
-        cert_chain: cert.pem(),
+        cert: cert.pem(),
         key: key.serialize_pem(),
     }
 }
@@ -176,7 +176,7 @@ async fn the_certificate_expiry_is_exported_with_certificate_files_and_from_a_ch
 
     let dir = TempDir::new("expiry");
     let (cert, key) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
-    std::fs::write(&cert, &pem.cert_chain).unwrap();
+    std::fs::write(&cert, &pem.cert).unwrap();
     std::fs::write(&key, &pem.key).unwrap();
     let files = Server::bind(local(ServeConfig::new(TlsSource::Files { cert, key })))
         .await

@@ -52,10 +52,9 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Parses and checks a PEM certificate chain and key (the key must match the leaf certificate).
 pub fn parse_pem(pem: &ServingPem) -> Result<LoadedCert, TlsError> {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(pem.cert_chain.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
     let leaf = certs.first().ok_or(TlsError::NoCertificate)?;
     let (_, x509) =
         x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::X509(e.to_string()))?;

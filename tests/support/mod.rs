@@ -1,7 +1,8 @@
 //! Test helpers: a throwaway CA and serving certificates (rcgen), a TLS client that verifies the
-//! server like the API server does, a server started on loopback ports, the fixtures read in
-//! place from `../shared/fixtures` (`shared_fixtures`), and the API server's side of admission: the
-//! requests it makes (`admission_request`) and which webhook entries it calls (`webhook_routing`).
+//! server like the API server does, a server started on loopback ports, captured log lines
+//! (`Logs`), the fixtures read in place from `../shared/fixtures` (`shared_fixtures`), and the API
+//! server's side of admission: the requests it makes (`admission_request`) and which webhook
+//! entries it calls (`webhook_routing`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -25,16 +26,40 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub mod admission_request;
+mod logs;
 mod shared_fixtures;
 mod temp_dir;
 pub mod webhook_routing;
 // Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use logs::Logs;
 #[allow(unused_imports)]
 pub use shared_fixtures::{
     fixture_name, shared_dir, shared_fixture, shared_fixture_files, shared_fixture_text,
     shared_fixtures,
 };
 pub use temp_dir::TempDir;
+
+/// Runs `restrictor ARGS -` with `input` on stdin.
+pub fn restrictor_with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_restrictor"))
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("restrictor runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("restrictor exits")
+}
 
 /// The name the API server uses for an in-cluster service webhook.
 pub const SNI: &str = "restrictor.restrictor-system.svc";

@@ -74,9 +74,31 @@ fn admit_with(policy: &Policy, object: &Value) -> (Verdict, Value) {
     (outcome, patched)
 }
 
-/// Whether the verdict has the change line `what`.
-fn changed(verdict: &Verdict, what: &str) -> bool {
-    verdict.changes.iter().any(|c| c.what == what)
+/// The verdict has the change line `what`; a failure lists the lines it has.
+fn assert_changed(verdict: &Verdict, what: &str) {
+    assert!(
+        verdict.changes.iter().any(|c| c.what == what),
+        "{what:?} not among {:?}",
+        verdict.changes
+    );
+}
+
+/// The built-in policy's verdict on an UPDATE of `object` (of its `sub_resource`, if any).
+fn updated(object: &Value, sub_resource: Option<&str>) -> Verdict {
+    let context = Context {
+        operation: Operation::Update,
+        sub_resource,
+    };
+    let policy = Policy::builtin();
+    eval(
+        &policy,
+        object,
+        kind_of(object),
+        namespace_of(object),
+        context,
+    )
+    .expect("a profile applies")
+    .outcome
 }
 
 fn admit(object: &Value) -> (Verdict, Value) {
@@ -118,6 +140,11 @@ fn agent_deployment(text: &str) -> Value {
 #[path = "../../../tests/support/shared_fixtures.rs"]
 mod shared_fixtures;
 use shared_fixtures::shared_fixture_text;
+
+/// The agent Deployment of a shared fixture, or `None` when skipped.
+fn shared_agent(relative: &str) -> Option<Value> {
+    shared_fixture_text(relative).map(|text| agent_deployment(&text))
+}
 
 const MAIN_IMPORT: &str = "rancher/10-import.testdata.test-provisioned-import.yaml";
 /// The README's quick-start input: the same bytes as shared/fixtures/rancher/20-import.v2.14.4.*.
@@ -238,11 +265,7 @@ fn seccomp_unconfined_is_replaced_at_pod_and_container_level() {
         patched["spec"]["containers"][0]["securityContext"]["seccompProfile"],
         json!({"type": "RuntimeDefault"})
     );
-    assert!(
-        changed(&outcome, "seccompProfile=RuntimeDefault (was Unconfined)"),
-        "{:?}",
-        outcome.changes
-    );
+    assert_changed(&outcome, "seccompProfile=RuntimeDefault (was Unconfined)");
 }
 
 #[test]
@@ -266,11 +289,7 @@ fn capabilities_are_normalised_and_only_net_bind_service_is_kept() {
         containers[2]["securityContext"]["capabilities"],
         json!({"drop": ["ALL"]})
     );
-    assert!(
-        changed(&outcome, "removed capabilities.add SYS_ADMIN"),
-        "{:?}",
-        outcome.changes
-    );
+    assert_changed(&outcome, "removed capabilities.add SYS_ADMIN");
 }
 
 #[test]
@@ -535,10 +554,9 @@ fn windows_pods_get_only_what_applies_to_them() {
 
 #[test]
 fn rancher_main_agent_gets_exact_mounts_strips_and_sysctl() {
-    let Some(main_import) = shared_fixture_text(MAIN_IMPORT) else {
+    let Some(object) = shared_agent(MAIN_IMPORT) else {
         return;
     };
-    let object = agent_deployment(&main_import);
     let (_, patched) = admit(&object);
     let spec = &patched["spec"]["template"]["spec"];
     // Node affinity stripped, pod anti-affinity kept; non-control-plane tolerations kept.
@@ -653,41 +671,29 @@ fn the_agent_image_and_container_names_never_change() {
 #[test]
 fn rancher_reapply_brings_stripped_fields_back_and_they_are_stripped_again() {
     // Rancher's client-side apply restores affinity and tolerations on the live (mutated) object.
-    let Some(reapply) = shared_fixture_text(REAPPLY) else {
+    let Some(object) = shared_agent(REAPPLY) else {
         return;
     };
-    let object = agent_deployment(&reapply);
     let (_, mutated) = admit(&object);
     let mut reapplied = mutated.clone();
     reapplied["spec"]["template"]["spec"]["affinity"] =
         object["spec"]["template"]["spec"]["affinity"].clone();
     reapplied["spec"]["template"]["spec"]["tolerations"] =
         object["spec"]["template"]["spec"]["tolerations"].clone();
-    let policy = Policy::builtin();
-    let outcome = eval(
-        &policy,
-        &reapplied,
-        WorkloadKind::Deployment,
-        "cattle-system",
-        Context {
-            operation: Operation::Update,
-            sub_resource: None,
-        },
-    )
-    .expect("profile")
-    .outcome;
+    assert_eq!(namespace_of(&reapplied), "cattle-system");
+    let outcome = updated(&reapplied, None);
     let patched = apply(&reapplied, &outcome);
     assert_eq!(patched, mutated);
 }
 
 #[test]
 fn agent_on_host_network_gets_no_sysctl_and_is_denied() {
-    let Some(text) = shared_fixture_text(
+    let Some(object) = shared_agent(
         "rancher/10-import.testdata.pre-bootstrap-renders-bootstrap-deployment-with-hostnetwork.yaml",
     ) else {
         return;
     };
-    let denial = deny(&agent_deployment(&text));
+    let denial = deny(&object);
     assert_eq!(denial.findings[0].field, "spec.template.spec.hostNetwork");
 }
 
@@ -712,14 +718,7 @@ fn the_agent_matched_by_image_outside_cattle_system_gets_the_agent_profile() {
 #[test]
 fn pod_update_is_never_patched_but_warns() {
     let object = pod(json!({"containers": [{"name": "a"}]}));
-    let policy = Policy::builtin();
-    let update = Context {
-        operation: Operation::Update,
-        sub_resource: None,
-    };
-    let outcome = eval(&policy, &object, WorkloadKind::Pod, "apps", update)
-        .expect("profile")
-        .outcome;
+    let outcome = updated(&object, None);
     assert!(outcome.patch.is_empty() && outcome.changes.is_empty() && outcome.denial.is_none());
     assert!(
         outcome
@@ -732,9 +731,7 @@ fn pod_update_is_never_patched_but_warns() {
 
     let privileged =
         pod(json!({"containers": [{"name": "a", "securityContext": {"privileged": true}}]}));
-    let outcome = eval(&policy, &privileged, WorkloadKind::Pod, "apps", update)
-        .expect("profile")
-        .outcome;
+    let outcome = updated(&privileged, None);
     assert!(
         outcome.denial.is_none(),
         "an existing pod's label change must not be blocked"
@@ -746,14 +743,7 @@ fn ephemeral_container_update_patches_only_ephemeral_containers() {
     let object = pod(
         json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "image": "busybox"}]}),
     );
-    let policy = Policy::builtin();
-    let context = Context {
-        operation: Operation::Update,
-        sub_resource: Some("ephemeralcontainers"),
-    };
-    let outcome = eval(&policy, &object, WorkloadKind::Pod, "apps", context)
-        .expect("profile")
-        .outcome;
+    let outcome = updated(&object, Some("ephemeralcontainers"));
     assert!(!outcome.patch.is_empty());
     assert!(
         outcome
@@ -768,9 +758,7 @@ fn ephemeral_container_update_patches_only_ephemeral_containers() {
     let privileged = pod(
         json!({"containers": [{"name": "a"}], "ephemeralContainers": [{"name": "debug", "securityContext": {"privileged": true}}]}),
     );
-    let outcome = eval(&policy, &privileged, WorkloadKind::Pod, "apps", context)
-        .expect("profile")
-        .outcome;
+    let outcome = updated(&privileged, Some("ephemeralcontainers"));
     assert_eq!(
         outcome.denial.expect("denied").findings[0].field,
         "spec.ephemeralContainers[0].securityContext.privileged"
@@ -780,20 +768,11 @@ fn ephemeral_container_update_patches_only_ephemeral_containers() {
 #[test]
 fn job_template_update_is_not_patched_but_cronjob_is() {
     let template = json!({"spec": {"containers": [{"name": "c"}], "restartPolicy": "Never"}});
-    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": template}});
-    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": template}}}});
-    let policy = Policy::builtin();
-    let update = Context {
-        operation: Operation::Update,
-        sub_resource: None,
-    };
-    let job_outcome = eval(&policy, &job, WorkloadKind::Job, "apps", update)
-        .expect("profile")
-        .outcome;
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "apps"}, "spec": {"template": template}});
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "apps"}, "spec": {"jobTemplate": {"spec": {"template": template}}}});
+    let job_outcome = updated(&job, None);
     assert!(job_outcome.patch.is_empty() && !job_outcome.warnings.is_empty());
-    let cron_outcome = eval(&policy, &cron, WorkloadKind::CronJob, "apps", update)
-        .expect("profile")
-        .outcome;
+    let cron_outcome = updated(&cron, None);
     assert!(!cron_outcome.patch.is_empty());
 }
 
