@@ -1108,7 +1108,10 @@ fn dry_run_policy_decides(
         ("object", &pod),
         ("oldObject", &Value::Null),
         ("params", &Value::Null),
-        ("namespaceObject", &json!({"metadata": {"name": "cattle-system"}})),
+        (
+            "namespaceObject",
+            &json!({"metadata": {"name": "cattle-system"}}),
+        ),
     ] {
         context.add_variable_from_value(name, cel::to_value(value).unwrap());
     }
@@ -1122,7 +1125,10 @@ fn dry_run_policy_decides(
     };
     let spec = &policy["spec"];
     let conditions = spec["matchConditions"].as_array().expect("matchConditions");
-    assert!(!conditions.is_empty(), "the policy must not match every pod create");
+    assert!(
+        !conditions.is_empty(),
+        "the policy must not match every pod create"
+    );
     if !conditions
         .iter()
         .all(|c| eval(c["expression"].as_str().unwrap()))
@@ -1131,7 +1137,10 @@ fn dry_run_policy_decides(
     }
     for validation in spec["validations"].as_array().expect("validations") {
         if !eval(validation["expression"].as_str().unwrap()) {
-            return Some(Err(validation["message"].as_str().unwrap_or("denied").to_owned()));
+            return Some(Err(validation["message"]
+                .as_str()
+                .unwrap_or("denied")
+                .to_owned()));
         }
     }
     Some(Ok(()))
@@ -1143,9 +1152,8 @@ fn the_dry_run_policy_denies_restrictors_real_pod_creates_and_nobody_elses() {
         return;
     };
     let rendered = helm_template(&helm, &[]);
-    let named = |kind: &str| -> Vec<&Value> {
-        rendered.iter().filter(|d| d["kind"] == kind).collect()
-    };
+    let named =
+        |kind: &str| -> Vec<&Value> { rendered.iter().filter(|d| d["kind"] == kind).collect() };
     let policies = named("ValidatingAdmissionPolicy");
     let bindings = named("ValidatingAdmissionPolicyBinding");
     assert_eq!((policies.len(), bindings.len()), (1, 1));
