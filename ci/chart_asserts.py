@@ -290,17 +290,52 @@ def assert_rbac(scenario, docs, ns, expect):
         check(any(r["apiGroups"] == ["batch"] and r["resources"] == ["jobs"] and r["verbs"] == ["list"] for r in work_rules),
               f"{scenario}: jobs list")
         check(any(r["resources"] == ["pods"] and r["verbs"] == ["list"] for r in work_rules), f"{scenario}: pods list")
-        # the admission probe: create pods, which a ValidatingAdmissionPolicy limits to dry runs
-        check(any(r["resources"] == ["pods"] and r["verbs"] == ["create"] for r in work_rules), f"{scenario}: pods create (probe)")
+        # the admission probe: create pods, which a ValidatingAdmissionPolicy limits to dry runs, and
+        # list events; a Role per reconciled namespace when the chart knows them, else cluster-wide
+        probe_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]},
+                       {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]
+        reconciled = expect.get("reconcile_namespaces", [])
+        probe_roles = [d for d in by_kind(docs, "Role") if d["metadata"]["name"] == "restrictor-probe"]
+        probe_bindings = [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"] == "restrictor-probe"]
+        cluster_probe = [r for r in crules if r in probe_rules]
+        if reconciled:
+            check(not cluster_probe, f"{scenario}: probe grants cluster-wide although the namespaces are known: {cluster_probe}")
+            check(sorted(d["metadata"]["namespace"] for d in probe_roles) == sorted(reconciled),
+                  f"{scenario}: probe Roles in {[d['metadata']['namespace'] for d in probe_roles]}, want {reconciled}")
+            for role in probe_roles:
+                check(rules_of(role) == probe_rules, f"{scenario}: probe Role rules {rules_of(role)}")
+            check(sorted(d["metadata"]["namespace"] for d in probe_bindings) == sorted(reconciled),
+                  f"{scenario}: probe RoleBindings in {[d['metadata']['namespace'] for d in probe_bindings]}")
+            for binding in probe_bindings:
+                check(binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "restrictor-probe"}
+                      and binding["subjects"] == [{"kind": "ServiceAccount", "name": "restrictor", "namespace": ns}],
+                      f"{scenario}: probe RoleBinding {binding['roleRef']} {binding['subjects']}")
+        else:
+            check(not probe_roles and not probe_bindings, f"{scenario}: probe Roles without reconcileExisting.namespaces")
+            check(cluster_probe == probe_rules, f"{scenario}: probe grants (pods create, events list) in the ClusterRole: {cluster_probe}")
         vap = [d for d in by_kind(docs, "ValidatingAdmissionPolicy") if d["metadata"]["name"] == "restrictor-dry-run-pods-only"]
         check(len(vap) == 1 and any(v["expression"] == "request.dryRun == true" for v in vap[0]["spec"]["validations"]),
               f"{scenario}: pod creates not limited to dry runs")
-        check(any(r["resources"] == ["events"] and r["verbs"] == ["list"] for r in crules), f"{scenario}: events list")
+        # the Binding is what makes the policy act: the right policy, denying
+        vapb = [d for d in by_kind(docs, "ValidatingAdmissionPolicyBinding")
+                if d["metadata"]["name"] == "restrictor-dry-run-pods-only"]
+        check(len(vapb) == 1 and vap and vapb[0]["spec"].get("policyName") == vap[0]["metadata"]["name"],
+              f"{scenario}: ValidatingAdmissionPolicyBinding does not bind {[d['metadata']['name'] for d in vap]}")
+        check(len(vapb) == 1 and vapb[0]["spec"].get("validationActions") == ["Deny"],
+              f"{scenario}: ValidatingAdmissionPolicyBinding validationActions must be [Deny]")
+        check(len(vapb) == 1 and "paramRef" not in vapb[0]["spec"] and "matchResources" not in vapb[0]["spec"],
+              f"{scenario}: ValidatingAdmissionPolicyBinding narrowed by paramRef/matchResources")
+        check(len(vap) == 1 and vap[0]["spec"].get("failurePolicy") == "Fail",
+              f"{scenario}: ValidatingAdmissionPolicy failurePolicy must be Fail")
+        check(len(vap) == 1 and vap[0]["spec"]["matchConstraints"]["resourceRules"] == [
+                  {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+              f"{scenario}: ValidatingAdmissionPolicy does not match pod CREATEs")
         check(f"--lease-name={lease}" in spec["containers"][0]["args"], f"{scenario}: --lease-name arg")
         env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
         check(env.get("RESTRICTOR_POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
               f"{scenario}: RESTRICTOR_POD_NAME (the Lease identity) not from the downward API")
-        check(len(lease_rules) == 2 and len(work_rules) == 4, f"{scenario}: reconcile rules {lease_rules} {work_rules}")
+        check(len(lease_rules) == 2 and len(work_rules) == (3 if reconciled else 4),
+              f"{scenario}: reconcile rules {lease_rules} {work_rules}")
     else:
         check(not lease_rules and not work_rules, f"{scenario}: reconcile RBAC without reconcile")
         check("--reconcile-existing" not in spec["containers"][0]["args"], f"{scenario}: --reconcile-existing without reconcile")
@@ -548,7 +583,8 @@ def main():
         "secret": dict(tls="secret", reconcile=True),
         "secret-no-reconcile": dict(tls="secret", reconcile=False),
         "observability": dict(tls="self-managed", reconcile=True, observability=True),
-        "reconcile-on": dict(tls="self-managed", reconcile=True, lease="my-lease"),
+        "reconcile-on": dict(tls="self-managed", reconcile=True, lease="my-lease",
+                             reconcile_namespaces=["cattle-system", "cattle-fleet-system"]),
         "policy": dict(tls="self-managed", reconcile=True, policy=True, failure_policy="Ignore",
                        kube_system=False, excluded=["team-a", "team-b"]),
         "no-match-conditions": dict(tls="self-managed", reconcile=True, skip_noop=False, hook=False),
@@ -564,8 +600,10 @@ def main():
         docs = load(path)
         for d in docs:
             check(d["metadata"].get("name"), f"{name}: {d.get('kind')} without a name")
+            probe_grant = (d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == "restrictor-probe"
+                           and d["metadata"].get("namespace") in expect.get("reconcile_namespaces", []))
             if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
-                                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+                                 "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") and not probe_grant:
                 check(d["metadata"].get("namespace") == ns, f"{name}: {d['kind']}/{d['metadata']['name']} not in {ns}")
             check(d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "restrictor",
                   f"{name}: {d['kind']}/{d['metadata']['name']} lacks the standard labels")

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
-use crate::patch::Pointer;
+use crate::patch::{Json, Op, Pointer};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +18,13 @@ use crate::workload::WorkloadKind;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
+
+/// Label on the reconciler's probe pod (a server-side dry run); its value is a random nonce.
+pub const PROBE_LABEL: &str = "restrictor.dev/probe";
+/// Annotation restrictor's answer adds to a probe pod, echoing the nonce: the proof that restrictor
+/// saw the probe's review, which another mutating webhook writing the same securityContext is not.
+pub const PROBE_SEEN_ANNOTATION: &str = "restrictor.dev/probe-seen";
+const PROBE_SEEN_POINTER: &str = "/metadata/annotations/restrictor.dev~1probe-seen";
 
 /// kubectl prints each warning on its own line; the API server may truncate past 120 characters.
 const MAX_WARNING_CHARS: usize = 120;
@@ -306,7 +313,7 @@ impl<'a> Review<'a> {
         let mut response = ResponseOut::allowed(&self.uid);
 
         // The engine edits the parsed object in place (it is ours and is dropped after the answer).
-        let evaluation = match (
+        let mut evaluation = match (
             Self::engine_operation(&self.operation),
             self.object.as_mut(),
         ) {
@@ -324,6 +331,12 @@ impl<'a> Review<'a> {
             _ => None,
         };
 
+        // After the engine edited the object, so the echo's path is judged on what the engine's
+        // own operations leave behind.
+        let echo = self.probe_echo();
+        if let (Some(echo), Some(evaluation)) = (echo.clone(), evaluation.as_mut()) {
+            evaluation.outcome.patch.push(echo);
+        }
         if let Some(evaluation) = evaluation {
             let outcome = evaluation.outcome;
             summary.profile = Some(evaluation.profile.to_owned());
@@ -365,19 +378,68 @@ impl<'a> Review<'a> {
                 });
             } else if !outcome.patch.is_empty() {
                 summary.disposition = Disposition::Patched;
-                let patch = serde_json::to_vec(&outcome.patch)
-                    .map_err(|error| AdmissionError::Malformed(error.to_string()))?;
                 response.patch_type = Some("JSONPatch");
-                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+                response.patch = Some(encode_patch(&outcome.patch)?);
                 response
                     .audit_annotations
                     .push(("changes", joined(&outcome.changes, MAX_AUDIT_CHARS)));
             }
             summary.changes = outcome.changes;
+        } else if let Some(echo) = echo {
+            // The policy gives the probe no profile (the reconciler then never sends it), but
+            // restrictor still saw the review.
+            summary.disposition = Disposition::Patched;
+            response.patch_type = Some("JSONPatch");
+            response.patch = Some(encode_patch(&[echo])?);
         }
         let body = encode(response)?;
         Ok(Answer { body, summary })
     }
+}
+
+impl Review<'_> {
+    /// The operation echoing a probe pod's nonce, for the reconciler's dry-run probe only: a Pod
+    /// CREATE with `dryRun` carrying [`PROBE_LABEL`], so no stored object is ever touched. Every
+    /// other review pays the first comparisons (no allocation); a probe already carrying the echo
+    /// gets none, so a second review of the patched probe changes nothing.
+    fn probe_echo(&self) -> Option<Op> {
+        if !(self.dry_run
+            && self.kind == "Pod"
+            && self.group.is_empty()
+            && self.operation == "CREATE")
+        {
+            return None;
+        }
+        // `get` by key, not an escaped pointer, which would allocate to unescape `~1`.
+        let metadata = self.object.as_ref()?.get("metadata")?;
+        let nonce = metadata.get("labels")?.get(PROBE_LABEL)?.as_str()?;
+        let annotations = metadata.get("annotations");
+        match annotations.and_then(|a| a.get(PROBE_SEEN_ANNOTATION)) {
+            Some(seen) if seen.as_str() == Some(nonce) => None,
+            Some(_) => Some(Op::Replace {
+                path: PROBE_SEEN_POINTER.to_owned(),
+                value: Json::of(&Value::from(nonce)),
+            }),
+            None if annotations.is_some_and(Value::is_object) => Some(Op::Add {
+                path: PROBE_SEEN_POINTER.to_owned(),
+                value: Json::of(&Value::from(nonce)),
+            }),
+            None => {
+                let mut annotations = serde_json::Map::new();
+                annotations.insert(PROBE_SEEN_ANNOTATION.to_owned(), Value::from(nonce));
+                Some(Op::Add {
+                    path: "/metadata/annotations".to_owned(),
+                    value: Json::of(&Value::Object(annotations)),
+                })
+            }
+        }
+    }
+}
+
+fn encode_patch(patch: &[Op]) -> Result<String, AdmissionError> {
+    let patch =
+        serde_json::to_vec(patch).map_err(|error| AdmissionError::Malformed(error.to_string()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(patch))
 }
 
 impl<'a> ResponseOut<'a> {
@@ -540,6 +602,67 @@ mod tests {
             .decode(encoded)
             .expect("base64");
         serde_json::from_slice(&bytes).expect("patch json")
+    }
+
+    fn probe_review(pod: &Value, dry_run: bool) -> Value {
+        let mut review = request(pod.clone());
+        review["request"]["dryRun"] = json!(dry_run);
+        review
+    }
+
+    /// The patched pod, or the pod unchanged when the answer carries no patch.
+    fn patched(pod: &Value, response: &Value) -> Value {
+        let mut patched = pod.clone();
+        if response["response"]["patch"].is_string() {
+            json_patch::patch(&mut patched, &decode_patch(response)).expect("applies");
+        }
+        patched
+    }
+
+    #[test]
+    fn only_a_dry_run_probe_pod_gets_its_nonce_echoed_once() {
+        let probe = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "restrictor-probe-", "labels": {PROBE_LABEL: "n0nce"}},
+            "spec": {"containers": [{"name": "probe-0", "image": "busybox"}]}});
+        let (response, summary) = answer(&probe_review(&probe, true));
+        let seen = patched(&probe, &response);
+        assert_eq!(
+            seen["metadata"]["annotations"][PROBE_SEEN_ANNOTATION],
+            "n0nce"
+        );
+        assert_eq!(seen["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(summary.disposition, Disposition::Patched);
+
+        // Idempotent: a second review of the patched probe has nothing to add.
+        let (again, summary) = answer(&probe_review(&seen, true));
+        assert!(again["response"].get("patch").is_none(), "{again}");
+        assert_eq!(summary.disposition, Disposition::Unchanged);
+
+        // Beside other annotations; a stale echo is replaced.
+        let mut annotated = probe.clone();
+        annotated["metadata"]["annotations"] = json!({"a": "b", PROBE_SEEN_ANNOTATION: "old"});
+        let (response, _) = answer(&probe_review(&annotated, true));
+        let seen = patched(&annotated, &response);
+        assert_eq!(
+            seen["metadata"]["annotations"],
+            json!({"a": "b", PROBE_SEEN_ANNOTATION: "n0nce"})
+        );
+
+        // Never on a stored object, nor on a dry run of any other pod.
+        let (stored, _) = answer(&probe_review(&probe, false));
+        assert!(
+            patched(&probe, &stored)["metadata"]
+                .get("annotations")
+                .is_none()
+        );
+        let mut plain = probe.clone();
+        plain["metadata"]["labels"] = json!({"app": "x"});
+        let (other, _) = answer(&probe_review(&plain, true));
+        assert!(
+            patched(&plain, &other)["metadata"]
+                .get("annotations")
+                .is_none()
+        );
     }
 
     #[test]

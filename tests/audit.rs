@@ -352,7 +352,7 @@ async fn a_forbidden_list_names_the_resource_verb_and_namespace() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains(
-            "forbidden: cannot list deployments.apps in namespace \"cattle-system\": fake RBAC"
+            "forbidden: cannot list deployments.apps in namespace \"cattle-system\": deployments.apps is forbidden: User \"system:serviceaccount:restrictor:restrictor\" cannot list resource \"deployments\""
         ),
         "{}",
         run.stderr

@@ -1080,3 +1080,113 @@ async fn the_rendered_webhook_configuration_drives_restrictor_like_the_api_serve
     );
     server.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The ValidatingAdmissionPolicy that limits the probe's `create pods` to dry runs, evaluated as CEL
+
+/// What the API server decides for a pod CREATE by `username` under the chart's
+/// ValidatingAdmissionPolicy: `None` when its matchConditions leave the request alone, else
+/// `Some(Ok)` (allowed) or `Some(Err(message))` (denied).
+fn dry_run_policy_decides(
+    policy: &Value,
+    username: &str,
+    dry_run: bool,
+) -> Option<Result<(), String>> {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "restrictor-probe-", "namespace": "cattle-system"},
+        "spec": {"containers": [{"name": "probe-0", "image": "busybox"}]}});
+    let request = json!({"uid": "vap", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": "", "namespace": "cattle-system", "operation": "CREATE",
+        "userInfo": {"username": username, "groups": ["system:serviceaccounts", "system:authenticated"]},
+        "dryRun": dry_run, "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}});
+    let mut context = cel::Context::default();
+    for (name, value) in [
+        ("request", &request),
+        ("object", &pod),
+        ("oldObject", &Value::Null),
+        ("params", &Value::Null),
+        (
+            "namespaceObject",
+            &json!({"metadata": {"name": "cattle-system"}}),
+        ),
+    ] {
+        context.add_variable_from_value(name, cel::to_value(value).unwrap());
+    }
+    let eval = |expression: &str| {
+        let program = cel::Program::compile(expression)
+            .unwrap_or_else(|e| panic!("the API server refuses {expression:?}: {e}"));
+        match program.execute(&context) {
+            Ok(cel::Value::Bool(b)) => b,
+            other => panic!("{expression:?} gave {other:?}, not a bool"),
+        }
+    };
+    let spec = &policy["spec"];
+    let conditions = spec["matchConditions"].as_array().expect("matchConditions");
+    assert!(
+        !conditions.is_empty(),
+        "the policy must not match every pod create"
+    );
+    if !conditions
+        .iter()
+        .all(|c| eval(c["expression"].as_str().unwrap()))
+    {
+        return None;
+    }
+    for validation in spec["validations"].as_array().expect("validations") {
+        if !eval(validation["expression"].as_str().unwrap()) {
+            return Some(Err(validation["message"]
+                .as_str()
+                .unwrap_or("denied")
+                .to_owned()));
+        }
+    }
+    Some(Ok(()))
+}
+
+#[test]
+fn the_dry_run_policy_denies_restrictors_real_pod_creates_and_nobody_elses() {
+    let Some(helm) = helm_or_skip() else {
+        return;
+    };
+    let rendered = helm_template(&helm, &[]);
+    let named =
+        |kind: &str| -> Vec<&Value> { rendered.iter().filter(|d| d["kind"] == kind).collect() };
+    let policies = named("ValidatingAdmissionPolicy");
+    let bindings = named("ValidatingAdmissionPolicyBinding");
+    assert_eq!((policies.len(), bindings.len()), (1, 1));
+    let (policy, binding) = (policies[0], bindings[0]);
+    // Without a Binding naming it and denying, the policy does nothing at all.
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["resourceRules"],
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}])
+    );
+
+    let restrictor = format!("system:serviceaccount:{RELEASE_NS}:{RELEASE}");
+    assert_eq!(
+        dry_run_policy_decides(policy, &restrictor, true),
+        Some(Ok(())),
+        "the probe (a dry run) is allowed"
+    );
+    let denied = dry_run_policy_decides(policy, &restrictor, false);
+    assert!(
+        matches!(&denied, Some(Err(message)) if message.contains("dryRun")),
+        "a stored pod created by restrictor is denied: {denied:?}"
+    );
+    for other in [
+        "system:serviceaccount:kube-system:replicaset-controller",
+        "admin",
+        &format!("system:serviceaccount:{RELEASE_NS}:other"),
+    ] {
+        assert_eq!(
+            dry_run_policy_decides(policy, other, false),
+            None,
+            "{other}'s pod creates are not matched"
+        );
+    }
+}

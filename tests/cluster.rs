@@ -700,11 +700,41 @@ fn restrictor_mutates(pod: &Value, namespace: &str) -> Value {
     pod
 }
 
-/// The admission probe's answer: mutated once `live` says the API server calls restrictor.
-fn webhook_answers(
+/// What admission answers a dry-run pod create: `Ok(answer)` or `Err((code, reason, message))`.
+type Admission = Result<Value, (u16, &'static str, String)>;
+
+/// Restrictor's real webhook answer to `pod` (a dry-run CREATE), applied as the API server applies
+/// it: `restrictor::admission::review` under the built-in policy, its JSON Patch applied.
+fn restrictor_reviews(pod: &Value) -> Admission {
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "probe-review", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": pod["metadata"]["namespace"], "operation": "CREATE", "dryRun": true,
+            "userInfo": {"username": "system:serviceaccount:restrictor-system:restrictor"},
+            "object": pod}});
+    let answer =
+        restrictor::admission::review(&serde_json::to_vec(&review).unwrap(), &Policy::builtin())
+            .unwrap();
+    let response: Value = serde_json::from_slice(&answer.body).unwrap();
+    let response = &response["response"];
+    if response["allowed"] != true {
+        let message = response["status"]["message"].as_str().unwrap().to_owned();
+        return Err((403, "Forbidden", message));
+    }
+    let mut pod = pod.clone();
+    if let Some(patch) = response["patch"].as_str() {
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&b64().decode(patch).unwrap()).unwrap();
+        json_patch::patch(&mut pod, &patch).unwrap();
+    }
+    Ok(pod)
+}
+
+/// The admission probe's answer, as `answer` decides given the probe's number.
+fn webhook_answers_with(
     fake: &Fake,
     probes: Arc<Mutex<usize>>,
-    live: impl Fn(usize) -> bool + Send + 'static,
+    answer: impl Fn(usize, &Value) -> Admission + Send + 'static,
 ) {
     fake.on_dry_run_create(
         "pods",
@@ -717,14 +747,32 @@ fn webhook_answers(
                     .unwrap()
                     .starts_with("restrictor-probe-")
             );
-            let namespace = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
-            Ok(if live(*n) {
-                restrictor_mutates(pod, &namespace)
-            } else {
-                pod.clone()
-            })
+            let nonce = pod["metadata"]["labels"]["restrictor.dev/probe"]
+                .as_str()
+                .unwrap();
+            assert!(
+                nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit()),
+                "a random nonce: {nonce}"
+            );
+            answer(*n, pod)
         }),
     );
+}
+
+/// The admission probe's answer: restrictor's real review once `live` says the API server calls
+/// restrictor, the pod unchanged before.
+fn webhook_answers(
+    fake: &Fake,
+    probes: Arc<Mutex<usize>>,
+    live: impl Fn(usize) -> bool + Send + 'static,
+) {
+    webhook_answers_with(fake, probes, move |n, pod| {
+        if live(n) {
+            restrictor_reviews(pod)
+        } else {
+            Ok(pod.clone())
+        }
+    });
 }
 
 /// Stands in for the workload controllers: for every restart (a new restartedAt value on a
@@ -757,14 +805,15 @@ fn controller(
                     .unwrap()
                     .to_owned();
                 let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-                let key = format!("{name}@{stamp}");
+                let ns = object["metadata"]["namespace"].as_str().unwrap().to_owned();
+                let key = format!("{ns}/{name}@{stamp}");
                 if seen.contains(&key) {
                     continue;
                 }
                 seen.push(key);
                 let rollout = seen
                     .iter()
-                    .filter(|k| k.starts_with(&format!("{name}@")))
+                    .filter(|k| k.starts_with(&format!("{ns}/{name}@")))
                     .count();
                 let (owner_kind, owner_name, owner_uid) = if object["kind"] == "Deployment" {
                     (
@@ -783,16 +832,16 @@ fn controller(
                 let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
                 pod["metadata"]["name"] = json!(format!("{owner_name}-p{rollout}"));
-                pod["metadata"]["namespace"] = json!(APP_NS);
+                pod["metadata"]["namespace"] = json!(ns);
                 pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner_name, "uid": owner_uid}]);
                 match create(&pod, rollout) {
-                    Some(created) => fake.put(&workload_path("", "pods", APP_NS, created["metadata"]["name"].as_str().unwrap()), created),
+                    Some(created) => fake.put(&workload_path("", "pods", &ns, created["metadata"]["name"].as_str().unwrap()), created),
                     None => fake.put(
-                        &workload_path("", "events", APP_NS, &format!("{owner_name}.{rollout}")),
+                        &workload_path("", "events", &ns, &format!("{owner_name}.{rollout}")),
                         json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": format!("{owner_name}.{rollout}")},
                             "reason": "FailedCreate", "type": "Warning", "message": denied,
                             "lastTimestamp": restrictor::cluster::reconcile::restarted_at_value(OffsetDateTime::now_utc()),
-                            "involvedObject": {"kind": owner_kind, "name": owner_name, "namespace": APP_NS}}),
+                            "involvedObject": {"kind": owner_kind, "name": owner_name, "namespace": ns}}),
                     ),
                 }
             }
@@ -1074,6 +1123,187 @@ async fn nothing_is_restarted_while_the_probe_never_comes_back_mutated() {
 }
 
 #[tokio::test]
+async fn an_answer_mutated_by_another_webhook_without_restrictors_echo_is_not_accepted() {
+    // Another mutating webhook writes exactly restrictor's securityContext while restrictor is
+    // unreachable: the answer's content is right, but restrictor never saw the review.
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    let probes = Arc::new(Mutex::new(0));
+    webhook_answers_with(&fake, probes.clone(), |_, pod| {
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
+        Ok(restrictor_mutates(pod, &namespace))
+    });
+    let (report, _, logs) = reconcile_observed(&fake, quick_timing(2, 0)).await;
+
+    assert_eq!(*probes.lock().unwrap(), 3);
+    assert!(report.restarted.is_empty());
+    assert_eq!(
+        fake.count("patch", "deployments") + fake.count("patch", "statefulsets"),
+        0,
+        "nothing restarted"
+    );
+    assert_eq!(report.unreached.len(), 1);
+    assert!(
+        report.unreached[0]
+            .1
+            .contains("without restrictor's restrictor.dev/probe-seen echo"),
+        "{:?}",
+        report.unreached
+    );
+    assert!(logs.contains("restrictor did not see its review"), "{logs}");
+    no_probe_pod_stored(&fake);
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_pod_security_403_on_the_probe_means_not_yet_not_rbac() {
+    // Before the webhook is live, the namespace's PodSecurity admission refuses the unmutated
+    // probe with a 403; that is no missing permission.
+    let refused = "pods \"restrictor-probe-dry42\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"probe-0\" must set securityContext.allowPrivilegeEscalation=false)";
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    let probes = Arc::new(Mutex::new(0));
+    webhook_answers_with(&fake, probes.clone(), move |n, pod| {
+        if n < 3 {
+            Err((403, "Forbidden", refused.to_owned()))
+        } else {
+            restrictor_reviews(pod)
+        }
+    });
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(4, 0)).await;
+
+    assert_eq!(*probes.lock().unwrap(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("waiting-for-webhook"))
+            .count(),
+        2
+    );
+    assert!(logs.contains("violates PodSecurity"), "{logs}");
+    assert!(!logs.contains("lacks verb"), "not read as RBAC: {logs}");
+    assert_agent_and_db_restarted_and_passing(&report);
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_failed_list_is_retried_in_the_next_round_while_other_namespaces_go_on() {
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    // The first list of deployments (cattle-system's, listed first) answers 500.
+    fake.fault("list", "deployments", 500, "InternalError", 1, None);
+    let config = ReconcileConfig {
+        namespaces: Some(vec![APP_NS.into(), "other".into()]),
+        timing: quick_timing(3, 1),
+    };
+    let (buffer, guard) = capture_logs();
+    let report = Reconciler::new(fake.client(), config, builtin_policy())
+        .run()
+        .await
+        .expect("a 500 stops nothing");
+    drop(guard);
+    let logs = logs(&buffer);
+
+    assert_eq!(
+        names(&report.restarted),
+        ["Deployment/x", "Deployment/agent", "StatefulSet/db"],
+        "the other namespace first, then cattle-system in the next round"
+    );
+    assert_eq!(names(&report.verified), names(&report.restarted));
+    assert_eq!(names(&report.reported), ["Job/import", "Pod/bare"], "once");
+    assert!(report.unlisted.is_empty(), "{:?}", report.unlisted);
+    let calls = fake.calls();
+    let lists: Vec<_> = calls
+        .iter()
+        .filter(|c| c.verb == "list" && c.resource == "deployments")
+        .map(|c| c.namespace.clone().unwrap())
+        .collect();
+    assert_eq!(lists, [APP_NS, "other", APP_NS]);
+    assert!(
+        logs.contains("cannot list the workloads of namespace cattle-system; it is tried again in the next round"),
+        "{logs}"
+    );
+
+    // With no round left, the namespace is reported as not reconciled.
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    fake.fault("list", "deployments", 500, "InternalError", 1, None);
+    let config = ReconcileConfig {
+        namespaces: Some(vec![APP_NS.into(), "other".into()]),
+        timing: quick_timing(3, 0),
+    };
+    let report = Reconciler::new(fake.client(), config, builtin_policy())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(names(&report.restarted), ["Deployment/x"]);
+    assert_eq!(report.unlisted.len(), 1);
+    assert_eq!(report.unlisted[0].0, APP_NS);
+    assert!(
+        report.unlisted[0].1.contains("500"),
+        "{:?}",
+        report.unlisted
+    );
+    assert!(report.reported.is_empty(), "nothing half-reported");
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_failing_workload_the_next_round_does_not_restart_is_still_reported() {
+    // On a real API server restrictor mutates the Deployment's template on the restart UPDATE, so
+    // the next round finds nothing to restart; the rollout's pod still failed.
+    let fake = Fake::start(reconcile_rbac()).await;
+    let path = workload_path("apps", "deployments", APP_NS, "agent");
+    fake.put(
+        &path,
+        workload("apps/v1", "Deployment", APP_NS, "agent", false),
+    );
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let store = fake.clone();
+    let _controllers = controller(
+        &fake,
+        move |pod, _| {
+            store.with_store(|s| {
+                let compliant = workload("apps/v1", "Deployment", APP_NS, "agent", true);
+                let mut agent = s.objects[&path].clone();
+                let annotations = agent["spec"]["template"]["metadata"]["annotations"].clone();
+                agent["spec"]["template"] = compliant["spec"]["template"].clone();
+                agent["spec"]["template"]["metadata"]["annotations"] = annotations;
+                s.put(&path, agent);
+            });
+            Some(pod.clone())
+        },
+        "",
+    );
+    let (report, events, logs) = reconcile_observed(&fake, quick_timing(3, 1)).await;
+
+    assert_eq!(fake.count("patch", "deployments"), 1, "not restarted again");
+    assert_eq!(
+        events,
+        [
+            "restarted Deployment/agent",
+            "still-failing Deployment/agent"
+        ]
+    );
+    assert_eq!(names(&report.restarted), ["Deployment/agent"]);
+    assert!(report.verified.is_empty());
+    assert_eq!(report.still_failing.len(), 1, "{report:?}");
+    let reason = &report.still_failing[0].1;
+    assert!(
+        reason.starts_with("new pod agent-1f7c9-p1 fails restricted")
+            && reason.ends_with("; not restarted again: it no longer needs a restart"),
+        "{reason}"
+    );
+    assert!(logs.contains("still_failing=1"), "{logs}");
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
 async fn a_restart_whose_new_pods_still_fail_is_retried_then_reported() {
     let fake = Fake::start(reconcile_rbac()).await;
     fake.put(
@@ -1233,6 +1463,39 @@ async fn lease_is_exclusive_until_it_expires() {
     b.release().await.unwrap();
     assert!(a.try_acquire().await.unwrap());
     fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn a_holder_whose_renewals_fail_gives_the_lease_up_before_it_expires() {
+    let fake = Fake::start(chart_rbac()).await;
+    let start = OffsetDateTime::now_utc();
+    let (clock, clock_fn) = test_clock(start);
+    // A 3 s lease: renewed every second, given up after 2 s of failed renewals.
+    let mut config = LeaseConfig::new(NS, LEASE, "a");
+    config.lease_duration = Duration::seconds(3);
+    let a = LeaderElector::new(fake.client(), config.clone()).with_clock(clock_fn.clone());
+    assert!(a.try_acquire().await.unwrap());
+    fake.fault("update", "leases", 500, "InternalError", 100, None);
+    let hold = restrictor::cluster::lease::LeaseHold::start(Arc::new(a));
+    let held = hold.watch();
+
+    // 1.5 s without a renewal: still within the renew deadline.
+    *clock.lock().unwrap() = start + Duration::milliseconds(1500);
+    tokio::time::sleep(StdDuration::from_millis(1400)).await;
+    assert!(fake.count("update", "leases") >= 1, "a renewal was tried");
+    assert!(*held.borrow(), "held within the renew deadline");
+
+    // 2.1 s: past the renew deadline, still before the lease expires at 3 s.
+    *clock.lock().unwrap() = start + Duration::milliseconds(2100);
+    wait_until("the lease given up", || !*held.borrow()).await;
+    let mut other = config;
+    other.identity = "b".into();
+    let b = LeaderElector::new(fake.client(), other).with_clock(clock_fn);
+    assert!(
+        !b.try_acquire().await.unwrap(),
+        "given up while no other replica could take it yet"
+    );
+    drop(hold);
 }
 
 #[tokio::test]

@@ -99,13 +99,19 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    /// Wraps a `kube` error with the call it came from.
+    /// Wraps a `kube` error with the call it came from. Only a 403 from the authorizer is
+    /// [`ClusterError::Forbidden`]: admission plugins (PodSecurity, ResourceQuota, LimitRanger,
+    /// ValidatingAdmissionPolicy, webhooks) answer 403 too, and those say nothing about RBAC.
     pub fn from_kube(call: ApiCall, err: kube::Error) -> Self {
         match err {
-            kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
-                call,
-                message: status.message,
-            },
+            kube::Error::Api(status)
+                if status.code == 403 && is_authorization_failure(&status.message) =>
+            {
+                Self::Forbidden {
+                    call,
+                    message: status.message,
+                }
+            }
             kube::Error::Api(status) => Self::Api {
                 call,
                 code: status.code,
@@ -139,6 +145,29 @@ impl ClusterError {
             _ => false,
         }
     }
+    /// Whether the ServiceAccount lacks a permission (RBAC): the only API error that no retry
+    /// can cure, so the one that stops a reconcile.
+    pub fn is_rbac(&self) -> bool {
+        matches!(self, Self::Forbidden { .. })
+    }
+}
+
+/// Whether a 403's message has the authorizer's shape, `<resource> is forbidden: User "<user>"
+/// cannot <verb> resource "<resource>" ...` (or `... cannot <verb> path "<path>"`), as the API
+/// server's `forbiddenMessage` writes it. An admission plugin's 403 reads `<resource> "<name>" is
+/// forbidden: <the plugin's reason>` instead.
+pub(crate) fn is_authorization_failure(message: &str) -> bool {
+    let Some((_, rest)) = message.split_once("is forbidden: User \"") else {
+        return false;
+    };
+    let Some((_, after_user)) = rest.split_once("\" cannot ") else {
+        return false;
+    };
+    let mut words = after_user.splitn(3, ' ');
+    let verb = words.next().unwrap_or_default();
+    let noun = words.next().unwrap_or_default();
+    let target = words.next().unwrap_or_default();
+    !verb.is_empty() && matches!(noun, "resource" | "path") && target.starts_with('"')
 }
 
 /// Runs `fut` and turns its `kube` error into a [`ClusterError`] for `call`.
@@ -153,9 +182,36 @@ pub(crate) async fn call<T>(
 mod tests {
     use super::*;
 
+    const RBAC_DENIAL: &str = "mutatingwebhookconfigurations.admissionregistration.k8s.io \"restrictor\" is forbidden: User \"system:serviceaccount:restrictor:restrictor\" cannot patch resource \"mutatingwebhookconfigurations\" in API group \"admissionregistration.k8s.io\" at the cluster scope";
+
+    #[test]
+    fn only_the_authorizers_403_is_rbac() {
+        assert!(is_authorization_failure(RBAC_DENIAL));
+        assert!(is_authorization_failure(
+            "pods is forbidden: User \"system:serviceaccount:r:r\" cannot create resource \"pods\" in API group \"\" in the namespace \"n\""
+        ));
+        for admission in [
+            "pods \"restrictor-probe-x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"probe-0\" must set securityContext.allowPrivilegeEscalation=false)",
+            "pods \"restrictor-probe-x\" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=10, limited: pods=10",
+            "pods \"restrictor-probe-x\" is forbidden: failed quota: compute: must specify limits.cpu for: probe-0",
+            "pods \"restrictor-probe-x\" is forbidden: ValidatingAdmissionPolicy 'limits' with binding 'limits' denied request: no limits",
+            "admission webhook \"kyverno.svc\" denied the request: no",
+            "Forbidden",
+        ] {
+            assert!(!is_authorization_failure(admission), "{admission}");
+            let status = kube::core::Status::failure(admission, "Forbidden").with_code(403);
+            let err = ClusterError::from_kube(
+                ApiCall::new("create", "", "pods").namespace("n"),
+                kube::Error::Api(Box::new(status)),
+            );
+            assert!(!err.is_rbac(), "{err}");
+            assert_eq!(err.code(), Some(403));
+        }
+    }
+
     #[test]
     fn forbidden_message_names_the_permission() {
-        let status = kube::core::Status::failure("denied", "Forbidden").with_code(403);
+        let status = kube::core::Status::failure(RBAC_DENIAL, "Forbidden").with_code(403);
         let err = ClusterError::from_kube(
             ApiCall::new(
                 "patch",

@@ -22,7 +22,8 @@ pub struct LeaseConfig {
     pub lease_name: String,
     /// This replica's identity (the pod name).
     pub identity: String,
-    /// How long a holder that stops renewing keeps the lease (default 15 s).
+    /// How long a holder that stops renewing keeps the lease (default 15 s); the holder itself
+    /// gives it up after [`renew_deadline`] of failed renewals.
     pub lease_duration: Duration,
     /// How often a candidate retries while another replica holds the lease (default 2 s).
     pub retry_period: std::time::Duration,
@@ -186,45 +187,67 @@ impl LeaderElector {
     }
 }
 
+/// How long a holder keeps trying to renew before it gives the lease up: two thirds of the lease
+/// duration, as client-go's renewDeadline (10 s) is to its leaseDuration (15 s). Giving up only
+/// after the whole duration would let this replica act for up to one renew period after another
+/// replica may legitimately have taken the lease over.
+pub fn renew_deadline(lease_duration: Duration) -> Duration {
+    lease_duration * 2 / 3
+}
+
 /// A lease this replica holds, renewed in the background until dropped. Whoever acts under it
-/// checks [`LeaseHold::is_held`] before each write, so a replica that lost the lease (another one
-/// took it over after renewals failed for a whole lease duration) stops instead of acting beside
-/// the new holder.
-pub(crate) struct LeaseHold {
+/// checks [`LeaseHold::watch`] before each write, so a replica that lost the lease (another one
+/// holds it, or renewals failed until the renew deadline) stops before another replica can take
+/// it over.
+pub struct LeaseHold {
     held: watch::Receiver<bool>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseHold {
-    /// Starts renewing `elector`'s lease, which the caller has just acquired.
-    pub(crate) fn start(elector: Arc<LeaderElector>) -> Self {
+    /// Starts renewing `elector`'s lease, which the caller has just acquired: every third of the
+    /// lease duration (at least every second). Time since the last renewal is read from the
+    /// elector's clock, the one that stamps `renewTime`.
+    pub fn start(elector: Arc<LeaderElector>) -> Self {
         let (held_tx, held) = watch::channel(true);
-        let lease_duration = std::time::Duration::try_from(elector.config.lease_duration)
-            .unwrap_or(std::time::Duration::from_secs(15));
-        let renew_every = (lease_duration / 3).max(std::time::Duration::from_secs(1));
+        let lease_duration = elector.config.lease_duration;
+        let deadline = renew_deadline(lease_duration);
+        let renew_every = std::time::Duration::try_from(lease_duration / 3)
+            .unwrap_or(std::time::Duration::from_secs(5))
+            .max(std::time::Duration::from_secs(1));
+        // Read now, not when the task first runs: the caller acquired the lease just before.
+        let mut renewed = (elector.clock)();
         let renewer = tokio::spawn(async move {
-            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(renew_every).await;
+                let attempt = (elector.clock)();
                 // A conflict (someone touched the Lease) reads as "not acquired": read it once more
-                // before concluding that another replica holds it.
-                let outcome = match elector.try_acquire().await {
-                    Ok(false) => elector.try_acquire().await,
-                    other => other,
-                };
+                // before concluding that another replica holds it. A hung call counts as failed.
+                let outcome = tokio::time::timeout(renew_every, async {
+                    match elector.try_acquire().await {
+                        Ok(false) => elector.try_acquire().await,
+                        other => other,
+                    }
+                })
+                .await;
                 match outcome {
-                    Ok(true) => renewed = tokio::time::Instant::now(),
-                    Ok(false) => {
+                    Ok(Ok(true)) => renewed = attempt,
+                    Ok(Ok(false)) => {
                         warn!(lease = %elector.config.lease_name, "lost the reconcile lease to another replica");
                         held_tx.send_replace(false);
                         return;
                     }
-                    Err(e) if renewed.elapsed() >= lease_duration => {
-                        error!(error = %e, lease = %elector.config.lease_name, "could not renew the reconcile lease for a whole lease duration; another replica may hold it now");
+                    failed if (elector.clock)() - renewed >= deadline => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "the renewal timed out".to_owned(),
+                        };
+                        error!(%error, lease = %elector.config.lease_name, "could not renew the reconcile lease within its renew deadline ({deadline}); giving it up before another replica may take it over");
                         held_tx.send_replace(false);
                         return;
                     }
-                    Err(e) => warn!(error = %e, "cannot renew the reconcile lease; retrying"),
+                    Ok(Err(e)) => warn!(error = %e, "cannot renew the reconcile lease; retrying"),
+                    Err(_) => warn!("renewing the reconcile lease timed out; retrying"),
                 }
             }
         });
@@ -232,7 +255,7 @@ impl LeaseHold {
     }
 
     /// A receiver that turns false when the lease is lost.
-    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
+    pub fn watch(&self) -> watch::Receiver<bool> {
         self.held.clone()
     }
 }

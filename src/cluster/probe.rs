@@ -9,7 +9,10 @@
 //! so the webhook configuration (namespaceSelector, objectSelector, matchConditions on the
 //! namespace) routes it as it routes that workload's pods, and the policy picks the same profile.
 //! It sets no securityContext, so restrictor always has something to change, and the answer
-//! counts as mutated only when it carries every change restrictor's engine makes to the same pod.
+//! counts as mutated only when it carries every change restrictor's engine makes to the same pod
+//! and restrictor's echo of the probe's random nonce: another mutating webhook writing the same
+//! securityContext must not pass for restrictor (the nonce lives in the object, so the echo
+//! proves it whichever replica answered the review).
 
 use std::time::Duration;
 
@@ -25,21 +28,44 @@ use crate::policy::Policy;
 use crate::pss::{self, Level};
 use crate::workload::{PodTemplate, WorkloadKind};
 
-/// Label (and annotation) that marks a probe pod; its value says what it is for.
-pub const PROBE_LABEL: &str = "restrictor.dev/probe";
+/// Label that marks a probe pod; its value is the probe's nonce (the annotation of the same key
+/// says what the pod is for).
+pub const PROBE_LABEL: &str = crate::admission::PROBE_LABEL;
+/// The annotation in which restrictor's answer echoes the nonce.
+pub const PROBE_SEEN_ANNOTATION: &str = crate::admission::PROBE_SEEN_ANNOTATION;
 /// `generateName` of probe pods: `restrictor-probe-xxxxx` in audit logs and other webhooks' logs.
 pub const PROBE_NAME_PREFIX: &str = "restrictor-probe-";
 /// Image of a probe whose template names none; never pulled (the pod is never stored).
 const FALLBACK_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
-/// The probe pod standing in for `pod` (a workload's pod template as a Pod) in `namespace`.
-pub(crate) fn probe_pod(namespace: &str, pod: &Value) -> Value {
+/// A fresh random nonce: 32 hex digits, a valid label value. Random rather than a counter so that
+/// no other webhook can guess the echo; should the system's randomness fail, the time still makes
+/// it unique to this probe, which is all the check needs.
+pub(crate) fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The probe pod standing in for `pod` (a workload's pod template as a Pod) in `namespace`,
+/// labelled with `nonce`.
+pub(crate) fn probe_pod(namespace: &str, pod: &Value, nonce: &str) -> Value {
     let template = PodTemplate::from_holder(pod, WorkloadKind::Pod);
     let mut labels = template
         .and_then(|t| t.labels())
         .cloned()
         .unwrap_or_default();
-    labels.insert(PROBE_LABEL.into(), json!("dry-run"));
+    labels.insert(PROBE_LABEL.into(), json!(nonce));
     let mut images: Vec<&str> = template
         .map(|t| t.containers().map(|c| c.image()).collect())
         .unwrap_or_default();
@@ -90,16 +116,31 @@ pub(crate) fn expected_changes(
     Ok(evaluation.outcome.patch)
 }
 
-/// Whether `answer` (the API server's dry-run result) carries every change in `expected` and
-/// passes restricted; `Err` says what is missing.
-pub(crate) fn came_back_mutated(answer: &Value, expected: &[Op]) -> Result<(), String> {
+/// Whether `answer` (the API server's dry-run result) carries restrictor's echo of `nonce` and
+/// every change in `expected`, and passes restricted; `Err` says what is missing.
+pub(crate) fn came_back_mutated(
+    answer: &Value,
+    expected: &[Op],
+    nonce: &str,
+) -> Result<(), String> {
     let missing: Vec<&str> = expected
         .iter()
         .filter(|op| !reflected(answer, op))
         .map(Op::path)
         .collect();
-    if missing.len() == expected.len() {
+    let echoed = answer
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(PROBE_SEEN_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some(nonce);
+    if missing.len() == expected.len() && !echoed {
         return Err("probe pod came back unmutated".into());
+    }
+    if !echoed {
+        return Err(format!(
+            "probe pod came back mutated, but without restrictor's {PROBE_SEEN_ANNOTATION} echo: another webhook changed it, restrictor did not see its review"
+        ));
     }
     if let Some(path) = missing.first() {
         return Err(format!(
@@ -111,14 +152,18 @@ pub(crate) fn came_back_mutated(answer: &Value, expected: &[Op]) -> Result<(), S
         object.insert("apiVersion".into(), json!("v1"));
         object.insert("kind".into(), json!("Pod"));
     }
-    match pss::check_object(&pod, Level::Restricted)
-        .unwrap_or_default()
-        .first()
-    {
-        Some(violation) => Err(format!(
+    passes_restricted(&pod)
+}
+
+/// Whether the answered probe passes restricted. An answer the checker cannot read (`None`: no
+/// pod spec in it) must not pass for a mutated one.
+fn passes_restricted(pod: &Value) -> Result<(), String> {
+    match pss::check_object(pod, Level::Restricted).as_deref() {
+        None => Err("probe pod came back in a shape the Pod Security checker cannot read".into()),
+        Some([violation, ..]) => Err(format!(
             "probe pod came back mutated but still fails restricted: {violation}"
         )),
-        None => Ok(()),
+        Some([]) => Ok(()),
     }
 }
 
@@ -159,12 +204,15 @@ fn contains(have: &Value, want: &Value) -> bool {
 }
 
 /// One dry-run create of `probe`; `Ok(Err(reason))` when admission did not come back mutated.
-/// Only a 403 that is no webhook's denial (RBAC) is an error: everything else is worth waiting out.
+/// Only an RBAC 403 is an error: everything else, including the 403 of an admission plugin
+/// (PodSecurity refusing the unmutated probe, a quota, a ValidatingAdmissionPolicy, a webhook), is
+/// worth waiting out.
 async fn probe_once(
     client: &kube::Client,
     namespace: &str,
     probe: &Value,
     expected: &[Op],
+    nonce: &str,
 ) -> Result<Result<(), String>, ClusterError> {
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
@@ -184,10 +232,10 @@ async fn probe_once(
         Ok(created) => {
             let answer = serde_json::to_value(&created)
                 .map_err(|e| ClusterError::Other(format!("re-encoding the probe answer: {e}")))?;
-            Ok(came_back_mutated(&answer, expected))
+            Ok(came_back_mutated(&answer, expected, nonce))
         }
+        Err(e) if e.is_rbac() => Err(e),
         Err(e) if e.is_admission_denial() => Ok(Err(format!("probe pod denied: {e}"))),
-        Err(e @ ClusterError::Forbidden { .. }) => Err(e),
         Err(e) => Ok(Err(format!("probe pod not admitted: {e}"))),
     }
 }
@@ -202,7 +250,8 @@ pub(crate) async fn wait_until_mutated(
     delays: impl Iterator<Item = Duration>,
     observer: &(dyn Fn(&ReconcileEvent<'_>) + Send + Sync),
 ) -> Result<Result<(), String>, ClusterError> {
-    let probe = probe_pod(namespace, template_pod);
+    let nonce = nonce();
+    let probe = probe_pod(namespace, template_pod, &nonce);
     let expected = match expected_changes(policy, namespace, &probe) {
         Ok(expected) => expected,
         Err(reason) => return Ok(Err(reason)),
@@ -210,7 +259,7 @@ pub(crate) async fn wait_until_mutated(
     let mut delays = delays;
     let mut attempt = 1u32;
     loop {
-        let reason = match probe_once(client, namespace, &probe, &expected).await? {
+        let reason = match probe_once(client, namespace, &probe, &expected, &nonce).await? {
             Ok(()) => {
                 info!(%namespace, attempt, "the API server calls restrictor in namespace {namespace}: probe pod came back mutated");
                 return Ok(Ok(()));
@@ -246,10 +295,10 @@ mod tests {
 
     #[test]
     fn probe_mirrors_labels_and_images_and_sets_no_security_context() {
-        let probe = probe_pod("cattle-system", &template());
+        let probe = probe_pod("cattle-system", &template(), "n0nce");
         assert_eq!(probe["metadata"]["generateName"], PROBE_NAME_PREFIX);
         assert_eq!(probe["metadata"]["labels"]["app"], "agent");
-        assert_eq!(probe["metadata"]["labels"][PROBE_LABEL], "dry-run");
+        assert_eq!(probe["metadata"]["labels"][PROBE_LABEL], "n0nce");
         assert_eq!(
             probe["spec"]["containers"],
             json!([{"name": "probe-0", "image": "rancher/rancher-agent:v2.9"}])
@@ -260,21 +309,41 @@ mod tests {
     #[test]
     fn only_an_answer_with_every_change_counts_as_mutated() {
         let policy = Policy::builtin();
-        let probe = probe_pod("cattle-system", &template());
+        let nonce = nonce();
+        assert_eq!(nonce.len(), 32);
+        assert_ne!(nonce, super::nonce(), "a fresh nonce per probe");
+        let probe = probe_pod("cattle-system", &template(), &nonce);
         let expected = expected_changes(&policy, "cattle-system", &probe).unwrap();
+        let mutated_as = |probe: &Value| {
+            let mut pod = probe.clone();
+            engine::evaluate(
+                &policy,
+                &mut pod,
+                WorkloadKind::Pod,
+                "cattle-system",
+                Context::CREATE,
+            )
+            .unwrap();
+            pod
+        };
+        let came_back_mutated =
+            |answer: &Value, expected: &[Op]| came_back_mutated(answer, expected, &nonce);
         assert_eq!(
             came_back_mutated(&probe, &expected).unwrap_err(),
             "probe pod came back unmutated"
         );
-        let mut mutated = probe.clone();
-        engine::evaluate(
-            &policy,
-            &mut mutated,
-            WorkloadKind::Pod,
-            "cattle-system",
-            Context::CREATE,
-        )
-        .unwrap();
+        // Another webhook writing the very same securityContext, restrictor unreached.
+        let lookalike = mutated_as(&probe);
+        assert!(
+            came_back_mutated(&lookalike, &expected)
+                .unwrap_err()
+                .contains("without restrictor's restrictor.dev/probe-seen echo")
+        );
+        let mut stale = lookalike.clone();
+        stale["metadata"]["annotations"][PROBE_SEEN_ANNOTATION] = json!("an-older-nonce");
+        assert!(came_back_mutated(&stale, &expected).is_err());
+        let mut mutated = mutated_as(&probe);
+        mutated["metadata"]["annotations"][PROBE_SEEN_ANNOTATION] = json!(nonce);
         // The API server adds defaults beside restrictor's changes.
         mutated["spec"]["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
         mutated["spec"]["dnsPolicy"] = json!("ClusterFirst");
@@ -290,6 +359,12 @@ mod tests {
                 .starts_with(
                     "probe pod came back without restrictor's change at /spec/securityContext"
                 )
+        );
+        // An answer the checker cannot read is no pass.
+        assert_eq!(passes_restricted(&mutated), Ok(()));
+        assert_eq!(
+            passes_restricted(&json!({"apiVersion": "v1", "kind": "Pod", "spec": "unreadable"})),
+            Err("probe pod came back in a shape the Pod Security checker cannot read".into())
         );
     }
 

@@ -7,7 +7,7 @@
 //! new pods pass ([`super::rollout`]). Workloads whose new pods still fail are restarted again in
 //! a later round, a bounded number of times.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,8 +195,34 @@ pub struct ReconcileReport {
     pub unreached: Vec<(String, String)>,
     /// Restarted workloads whose new pods pass restricted.
     pub verified: Vec<WorkloadRef>,
-    /// Restarted workloads whose new pods still failed after the last round, with the reason.
+    /// Restarted workloads whose new pods still failed, with the reason: after the last round, or
+    /// when a later round did not restart them again (they vanished, no longer need a restart, or
+    /// their namespace's probe gave up), which the reason then says.
     pub still_failing: Vec<(WorkloadRef, String)>,
+    /// Namespaces whose workloads could not be listed in the last round, with the error: retried
+    /// in later rounds while rounds were left, never reconciled after.
+    pub unlisted: Vec<(String, String)>,
+}
+
+/// Which of a namespace's workloads a round looks at.
+#[derive(Debug, Clone)]
+enum Scope {
+    /// Everything: reported, counted and restarted as needed (a namespace's first survey).
+    All,
+    /// Only the restartable workloads with these uids (those whose new pods still failed).
+    Only(BTreeSet<String>),
+}
+
+/// One namespace's workloads, listed and classified; nothing is reported until every list
+/// succeeded, so a namespace listed again after an error is not counted twice.
+#[derive(Default)]
+struct Survey {
+    candidates: Vec<Candidate>,
+    skipped: usize,
+    reported: Vec<WorkloadRef>,
+    unfixable: Vec<(WorkloadRef, String)>,
+    /// The uids listed (to tell a workload that vanished from one that needs no restart).
+    seen: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -449,23 +475,61 @@ impl Reconciler {
         }
     }
 
-    /// Runs every round; a 403 (RBAC) or a lost lease stops it with an error.
+    /// Runs every round. Only an RBAC 403 or a lost lease stops it with an error: any other
+    /// failure is one namespace's (its listing) or one workload's (its restart or check), retried
+    /// in the next round while rounds are left.
     pub async fn run(&self) -> Result<ReconcileReport, ClusterError> {
         let mut report = ReconcileReport::default();
-        let mut retry: Option<BTreeSet<String>> = None;
+        // `None`: the first round, every namespace in full.
+        let mut scopes: Option<BTreeMap<String, Scope>> = None;
+        // Workloads whose new pods failed, by uid, with the last reason; kept across rounds so that
+        // one a later round does not restart again is still reported.
+        let mut failing: BTreeMap<String, (WorkloadRef, String)> = BTreeMap::new();
+        let mut settled: Vec<(WorkloadRef, String)> = Vec::new();
         let mut retry_delays = self.config.timing.retry.delays();
         loop {
             let policy = self.policy.borrow().clone();
-            let namespaces = self
-                .config
-                .namespaces
-                .clone()
-                .unwrap_or_else(|| policy.literal_namespaces());
+            let work: Vec<(String, Scope)> = match scopes.take() {
+                Some(scopes) => scopes.into_iter().collect(),
+                None => self
+                    .config
+                    .namespaces
+                    .clone()
+                    .unwrap_or_else(|| policy.literal_namespaces())
+                    .into_iter()
+                    .map(|namespace| (namespace, Scope::All))
+                    .collect(),
+            };
+            let mut next: BTreeMap<String, Scope> = BTreeMap::new();
+            let mut unlisted = Vec::new();
             let mut restarted = Vec::new();
-            for namespace in &namespaces {
-                let candidates = self
-                    .survey(&policy, namespace, retry.as_ref(), &mut report)
-                    .await?;
+            for (namespace, scope) in &work {
+                let survey = match self.survey(&policy, namespace, scope).await {
+                    Ok(survey) => survey,
+                    Err(e) if e.is_rbac() => return Err(e),
+                    Err(e) => {
+                        let error = e.to_string();
+                        warn!(%namespace, %error, "cannot list the workloads of namespace {namespace}; it is tried again in the next round");
+                        next.insert(namespace.clone(), scope.clone());
+                        unlisted.push((namespace.clone(), error));
+                        continue;
+                    }
+                };
+                let seen = survey.seen.clone();
+                let candidates = self.record(survey, &mut report);
+                if let Scope::Only(uids) = scope {
+                    for uid in uids {
+                        if candidates.iter().any(|c| &c.workload.uid == uid) {
+                            continue;
+                        }
+                        let why = if seen.contains(uid) {
+                            "it no longer needs a restart"
+                        } else {
+                            "it no longer exists"
+                        };
+                        settle(&mut failing, &mut settled, uid, why);
+                    }
+                }
                 let Some(first) = candidates.first() else {
                     continue;
                 };
@@ -484,6 +548,10 @@ impl Reconciler {
                         namespace,
                         reason: &reason,
                     });
+                    for candidate in &candidates {
+                        let why = format!("the probe in its namespace gave up: {reason}");
+                        settle(&mut failing, &mut settled, &candidate.workload.uid, &why);
+                    }
                     report.unreached.push((namespace.clone(), reason));
                     continue;
                 }
@@ -493,35 +561,45 @@ impl Reconciler {
                             lease: lease.to_owned(),
                         });
                     }
-                    if let Some(done) = self.restart(candidate, &mut report).await? {
-                        restarted.push(done);
+                    let uid = candidate.workload.uid.clone();
+                    match self.restart(candidate, &mut report).await? {
+                        Some(done) => restarted.push(done),
+                        None => settle(&mut failing, &mut settled, &uid, "the restart failed"),
                     }
                 }
             }
-            let failing = self.verify(restarted, &mut report).await?;
-            if failing.is_empty() {
+            // Whatever was restarted this round is judged afresh by its new pods.
+            for restart in &restarted {
+                failing.remove(&restart.workload.uid);
+            }
+            for (restart, reason) in self.verify(restarted, &mut report).await? {
+                let workload = restart.workload;
+                if let Scope::Only(uids) = next
+                    .entry(workload.namespace.clone())
+                    .or_insert_with(|| Scope::Only(BTreeSet::new()))
+                {
+                    uids.insert(workload.uid.clone());
+                }
+                failing.insert(workload.uid.clone(), (workload, reason));
+            }
+            if next.is_empty() {
                 break;
             }
             let Some(delay) = retry_delays.next() else {
-                report.still_failing = failing
-                    .into_iter()
-                    .map(|(restart, reason)| (restart.workload, reason))
-                    .collect();
+                report.unlisted = unlisted;
                 break;
             };
             info!(
                 workloads = failing.len(),
-                "restarting the workloads whose new pods still fail again in {:.0}s",
+                namespaces = unlisted.len(),
+                "restarting the workloads whose new pods still fail, and listing the namespaces that could not be listed, again in {:.0}s",
                 delay.as_secs_f64()
             );
-            retry = Some(
-                failing
-                    .iter()
-                    .map(|(r, _)| r.workload.uid.clone())
-                    .collect(),
-            );
+            scopes = Some(next);
             tokio::time::sleep(delay).await;
         }
+        settled.extend(failing.into_values());
+        report.still_failing = settled;
         info!(
             restarted = report.restarted.len(),
             verified = report.verified.len(),
@@ -531,46 +609,45 @@ impl Reconciler {
             failed = report.failed.len(),
             unreached = report.unreached.len(),
             still_failing = report.still_failing.len(),
+            unlisted = report.unlisted.len(),
             "reconcile of existing workloads done"
         );
+        for (workload, reason) in &report.still_failing {
+            warn!(workload = %workload, %reason, "restarted workload still fails at the end of the reconcile");
+        }
+        for (namespace, error) in &report.unlisted {
+            warn!(%namespace, %error, "namespace not reconciled: its workloads could not be listed");
+        }
         Ok(report)
     }
 
-    /// Lists and classifies `namespace`'s workloads; returns those to restart. The first round
-    /// reports and counts everything; later rounds look only at the workloads in `retry`.
+    /// Lists and classifies `namespace`'s workloads within `scope`; reports nothing yet.
     async fn survey(
         &self,
         policy: &Policy,
         namespace: &str,
-        retry: Option<&BTreeSet<String>>,
-        report: &mut ReconcileReport,
-    ) -> Result<Vec<Candidate>, ClusterError> {
-        let mut candidates = Vec::new();
+        scope: &Scope,
+    ) -> Result<Survey, ClusterError> {
+        let only = match scope {
+            Scope::All => None,
+            Scope::Only(uids) => Some(uids),
+        };
+        let mut survey = Survey::default();
         for kind in &KINDS {
-            if retry.is_some() && kind.action == Action::Report {
+            if only.is_some() && kind.action == Action::Report {
                 continue;
             }
             for object in list_all(&self.client, kind, namespace).await? {
                 let workload = workload_ref(kind, namespace, &object);
-                if retry.is_some_and(|uids| !uids.contains(&workload.uid)) {
+                if only.is_some_and(|uids| !uids.contains(&workload.uid)) {
                     continue;
                 }
+                survey.seen.insert(workload.uid.clone());
                 match classify(policy, kind, namespace, &object) {
-                    Verdict::Skip => report.skipped += usize::from(retry.is_none()),
-                    Verdict::Report => {
-                        warn!(workload = %workload, "non-compliant {} created before restrictor; not restartable, recreate it to pass the policy", kind.kind);
-                        self.emit(ReconcileEvent::Reported(&workload));
-                        report.reported.push(workload);
-                    }
-                    Verdict::Unfixable(reason) => {
-                        warn!(workload = %workload, %reason, "non-compliant workload not restarted: restrictor would deny its pods");
-                        self.emit(ReconcileEvent::Unfixable {
-                            workload: &workload,
-                            reason: &reason,
-                        });
-                        report.unfixable.push((workload, reason));
-                    }
-                    Verdict::Restart(pod) => candidates.push(Candidate {
+                    Verdict::Skip => survey.skipped += usize::from(only.is_none()),
+                    Verdict::Report => survey.reported.push(workload),
+                    Verdict::Unfixable(reason) => survey.unfixable.push((workload, reason)),
+                    Verdict::Restart(pod) => survey.candidates.push(Candidate {
                         kind,
                         workload,
                         object,
@@ -579,7 +656,26 @@ impl Reconciler {
                 }
             }
         }
-        Ok(candidates)
+        Ok(survey)
+    }
+
+    /// Reports what `survey` found; returns the workloads to restart.
+    fn record(&self, survey: Survey, report: &mut ReconcileReport) -> Vec<Candidate> {
+        report.skipped += survey.skipped;
+        for workload in survey.reported {
+            warn!(workload = %workload, "non-compliant {} created before restrictor; not restartable, recreate it to pass the policy", workload.kind);
+            self.emit(ReconcileEvent::Reported(&workload));
+            report.reported.push(workload);
+        }
+        for (workload, reason) in survey.unfixable {
+            warn!(workload = %workload, %reason, "non-compliant workload not restarted: restrictor would deny its pods");
+            self.emit(ReconcileEvent::Unfixable {
+                workload: &workload,
+                reason: &reason,
+            });
+            report.unfixable.push((workload, reason));
+        }
+        survey.candidates
     }
 
     /// Writes the template annotation `kubectl.kubernetes.io/restartedAt: <now>` (a strategic
@@ -640,7 +736,7 @@ impl Reconciler {
                     at,
                 }))
             }
-            Err(e @ ClusterError::Forbidden { .. }) if !e.is_admission_denial() => Err(e),
+            Err(e) if e.is_rbac() => Err(e),
             Err(e) => {
                 let error = e.to_string();
                 warn!(workload = %workload, %error, "could not restart");
@@ -670,30 +766,46 @@ impl Reconciler {
                 None => pending.push(restart),
             }
         }
+        // Each pending restart with the error of its last check, if that check failed.
+        let mut pending: Vec<(Restarted, Option<String>)> =
+            pending.into_iter().map(|r| (r, None)).collect();
         let mut failing = Vec::new();
         let mut delays = self.config.timing.rollout.delays();
         let mut waited = Duration::ZERO;
         while !pending.is_empty() {
             let Some(delay) = delays.next() else {
-                let reason = format!(
-                    "no pod of the restarted template appeared within {:.1}s",
-                    waited.as_secs_f64()
-                );
-                failing.extend(pending.drain(..).map(|r| (r, reason.clone())));
+                for (restart, error) in pending.drain(..) {
+                    let mut reason = format!(
+                        "no pod of the restarted template appeared within {:.1}s",
+                        waited.as_secs_f64()
+                    );
+                    if let Some(error) = error {
+                        reason.push_str(&format!(" (the last check failed: {error})"));
+                    }
+                    failing.push((restart, reason));
+                }
                 break;
             };
             tokio::time::sleep(delay).await;
             waited += delay;
             let mut still_pending = Vec::new();
-            for restart in pending {
-                match rollout::check(&self.client, &restart).await? {
-                    Rollout::Passing => {
+            for (restart, _) in pending {
+                match rollout::check(&self.client, &restart).await {
+                    Ok(Rollout::Passing) => {
                         info!(workload = %restart.workload, "the restarted workload's new pods pass restricted");
                         self.emit(ReconcileEvent::Verified(&restart.workload));
                         report.verified.push(restart.workload.clone());
                     }
-                    Rollout::Failing(reason) => failing.push((restart, reason)),
-                    Rollout::Pending => still_pending.push(restart),
+                    Ok(Rollout::Failing(reason)) => failing.push((restart, reason)),
+                    Ok(Rollout::Pending) => still_pending.push((restart, None)),
+                    Err(e) if e.is_rbac() => return Err(e),
+                    // One failed read says nothing about the rollout: checked again after the
+                    // next wait, as long as checks are left.
+                    Err(e) => {
+                        let error = e.to_string();
+                        warn!(workload = %restart.workload, %error, "cannot check the restarted workload's new pods; checking again");
+                        still_pending.push((restart, Some(error)));
+                    }
                 }
             }
             pending = still_pending;
@@ -706,6 +818,20 @@ impl Reconciler {
             });
         }
         Ok(failing)
+    }
+}
+
+/// Moves the workload `uid`, if it was failing, to the settled failures: no later round restarts it
+/// again, and the reason says why.
+fn settle(
+    failing: &mut BTreeMap<String, (WorkloadRef, String)>,
+    settled: &mut Vec<(WorkloadRef, String)>,
+    uid: &str,
+    why: &str,
+) {
+    if let Some((workload, reason)) = failing.remove(uid) {
+        warn!(workload = %workload, %reason, "restarted workload still fails and is not restarted again: {why}");
+        settled.push((workload, format!("{reason}; not restarted again: {why}")));
     }
 }
 
@@ -730,7 +856,15 @@ pub async fn reconcile_as_leader(
     let retry = lease.retry_period;
     let lease_name = lease.lease_name.clone();
     let elector = Arc::new(LeaderElector::new(client.clone(), lease));
-    while !elector.try_acquire().await? {
+    loop {
+        match elector.try_acquire().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) if e.is_rbac() => return Err(e),
+            // A transient error (5xx, timeout) is no reason to give up reconciling for the life of
+            // the pod: the next attempt follows the candidates' retry period.
+            Err(e) => warn!(error = %e, "cannot take the reconcile lease; retrying"),
+        }
         tokio::time::sleep(retry).await;
     }
     let hold = LeaseHold::start(elector.clone());

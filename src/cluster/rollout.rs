@@ -124,13 +124,9 @@ pub(crate) async fn check(
             object.insert("apiVersion".into(), json!("v1"));
             object.insert("kind".into(), json!("Pod"));
         }
-        let violations = pss::check_object(&value, Level::Restricted).unwrap_or_default();
-        if let Some(first) = violations.first() {
-            let name = pod.metadata.name.as_deref().unwrap_or_default();
-            return Ok(Rollout::Failing(format!(
-                "new pod {name} fails restricted ({} violations; first: {first})",
-                violations.len()
-            )));
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Some(failing) = new_pod_verdict(name, &value) {
+            return Ok(failing);
         }
     }
     if new_pods > 0 {
@@ -162,6 +158,22 @@ pub(crate) async fn check(
         }
         None => Rollout::Pending,
     })
+}
+
+/// `Some(Failing)` when the new pod `name` fails restricted, or cannot be read at all: the check
+/// after a restart must never pass a pod it could not read.
+fn new_pod_verdict(name: &str, pod: &Value) -> Option<Rollout> {
+    match pss::check_object(pod, Level::Restricted) {
+        None => Some(Rollout::Failing(format!(
+            "new pod {name} cannot be read by the Pod Security checker"
+        ))),
+        Some(violations) => violations.first().map(|first| {
+            Rollout::Failing(format!(
+                "new pod {name} fails restricted ({} violations; first: {first})",
+                violations.len()
+            ))
+        }),
+    }
 }
 
 fn event_time(event: &Value) -> Option<OffsetDateTime> {
@@ -203,6 +215,27 @@ mod tests {
         assert!(owned_by(
             &json!({"kind": "Deployment", "name": "other", "uid": "u-1"}),
             &d
+        ));
+    }
+
+    #[test]
+    fn a_new_pod_that_cannot_be_read_fails() {
+        let passing = json!({"apiVersion": "v1", "kind": "Pod", "spec": {
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "i", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}});
+        assert_eq!(new_pod_verdict("p", &passing), None);
+        let unreadable = json!({"apiVersion": "v1", "kind": "Pod", "spec": "?"});
+        assert_eq!(
+            new_pod_verdict("p", &unreadable),
+            Some(Rollout::Failing(
+                "new pod p cannot be read by the Pod Security checker".into()
+            ))
+        );
+        let failing = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        assert!(matches!(
+            new_pod_verdict("p", &failing),
+            Some(Rollout::Failing(_))
         ));
     }
 

@@ -144,6 +144,25 @@ pub struct Fake {
     server: Arc<tokio::task::JoinHandle<()>>,
 }
 
+/// The authorizer's 403 message (the API server's `forbiddenMessage`), which restrictor reads as
+/// RBAC; admission plugins' 403s read differently.
+fn rbac_denial(call: &Call) -> String {
+    let group = &call.group;
+    let resource = if group.is_empty() {
+        call.resource.clone()
+    } else {
+        format!("{}.{group}", call.resource)
+    };
+    let scope = match &call.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_owned(),
+    };
+    format!(
+        "{resource} is forbidden: User \"system:serviceaccount:restrictor:restrictor\" cannot {} resource \"{}\" in API group \"{group}\" {scope}: fake RBAC",
+        call.verb, call.resource
+    )
+}
+
 fn status(code: u16, reason: &str, message: &str) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code});
@@ -301,11 +320,7 @@ async fn handle(
     });
     if !allowed {
         inner.unexpected.push(format!("{call} ({method} {uri})"));
-        return status(
-            403,
-            "Forbidden",
-            &format!("fake RBAC: {call} is not allowed"),
-        );
+        return status(403, "Forbidden", &rbac_denial(&call));
     }
     if let Some(i) = inner
         .faults
@@ -318,7 +333,13 @@ async fn handle(
         if let Some(hook) = fault.before.as_mut() {
             hook(&mut inner.store);
         }
-        return status(code, reason, &format!("injected fault for {call}"));
+        // An injected 403 Forbidden stands for RBAC, so it reads as the authorizer writes it.
+        let message = if (code, reason) == (403, "Forbidden") {
+            rbac_denial(&call)
+        } else {
+            format!("injected fault for {call}")
+        };
+        return status(code, reason, &message);
     }
     if verb == "create" && query.contains_key("dryRun") {
         return dry_run_create(inner, &p, &body);

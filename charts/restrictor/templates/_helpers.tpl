@@ -119,3 +119,21 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{- /*
+The admission probe's grants (src/cluster/probe.rs, rollout.rs), in the ClusterRole or in a Role
+per reconciled namespace (templates/rbac.yaml).
+*/}}
+{{- define "restrictor.probeRules" -}}
+# The admission probe: before restarting anything in a namespace, restrictor creates a pod there
+# with dryRun=All and checks that restrictor's answer comes back, i.e. that the API server really
+# calls restrictor there. RBAC cannot limit create to dry runs; the ValidatingAdmissionPolicy
+# <fullname>-dry-run-pods-only refuses any other pod create by this ServiceAccount.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["create"]
+# Why a restarted workload's pods were not created (FailedCreate events of its ReplicaSet).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
+{{- end }}
