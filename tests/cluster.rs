@@ -1199,13 +1199,13 @@ async fn a_failed_list_is_retried_in_the_next_round_while_other_namespaces_go_on
         namespaces: Some(vec![APP_NS.into(), "other".into()]),
         timing: quick_timing(3, 1),
     };
-    let (buffer, guard) = capture_logs();
+    let (captured, guard) = support::Logs::capture();
     let report = Reconciler::new(fake.client(), config, builtin_policy())
         .run()
         .await
         .expect("a 500 stops nothing");
     drop(guard);
-    let logs = logs(&buffer);
+    let logs = captured.text();
 
     assert_eq!(
         names(&report.restarted),
