@@ -775,6 +775,16 @@ fn webhook_answers(
     });
 }
 
+/// The seeded workloads in a cluster whose API server calls restrictor from the first probe and
+/// whose controllers create the pods as restrictor mutates them; the handle is the controllers'.
+async fn live_cluster() -> (Fake, tokio::task::JoinHandle<()>) {
+    let fake = Fake::start(reconcile_rbac()).await;
+    seed_workloads(&fake);
+    webhook_answers(&fake, Arc::default(), |_| true);
+    let controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    (fake, controllers)
+}
+
 /// Stands in for the workload controllers: for every restart (a new restartedAt value on a
 /// Deployment's or StatefulSet's template) `create` decides what the controller does — create the
 /// pod it returns, or (None) record a FailedCreate event with `denied` as its message.
@@ -954,10 +964,7 @@ fn no_probe_pod_stored(fake: &Fake) {
 
 #[tokio::test]
 async fn reconcile_restarts_only_non_compliant_workloads_and_reports_jobs_and_bare_pods() {
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
-    webhook_answers(&fake, Arc::default(), |_| true);
-    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (fake, _controllers) = live_cluster().await;
     let before_job = fake
         .get(&workload_path("batch", "jobs", APP_NS, "import"))
         .unwrap();
@@ -1189,10 +1196,7 @@ async fn a_pod_security_403_on_the_probe_means_not_yet_not_rbac() {
 
 #[tokio::test]
 async fn a_failed_list_is_retried_in_the_next_round_while_other_namespaces_go_on() {
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
-    webhook_answers(&fake, Arc::default(), |_| true);
-    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (fake, _controllers) = live_cluster().await;
     // The first list of deployments (cattle-system's, listed first) answers 500.
     fake.fault("list", "deployments", 500, "InternalError", 1, None);
     let config = ReconcileConfig {
@@ -1228,10 +1232,7 @@ async fn a_failed_list_is_retried_in_the_next_round_while_other_namespaces_go_on
     );
 
     // With no round left, the namespace is reported as not reconciled.
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
-    webhook_answers(&fake, Arc::default(), |_| true);
-    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (fake, _controllers) = live_cluster().await;
     fake.fault("list", "deployments", 500, "InternalError", 1, None);
     let config = ReconcileConfig {
         namespaces: Some(vec![APP_NS.into(), "other".into()]),
@@ -1394,10 +1395,7 @@ async fn a_namespace_the_policy_leaves_alone_gets_no_probe_and_no_restart() {
 
 #[tokio::test]
 async fn reconcile_as_leader_takes_and_releases_the_lease() {
-    let fake = Fake::start(reconcile_rbac()).await;
-    seed_workloads(&fake);
-    webhook_answers(&fake, Arc::default(), |_| true);
-    let _controllers = controller(&fake, |pod, _| Some(restrictor_mutates(pod, APP_NS)), "");
+    let (fake, _controllers) = live_cluster().await;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (events, observer) = recorder();
     let task = tokio::spawn(cluster::reconcile_as_leader(
