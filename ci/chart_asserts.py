@@ -499,6 +499,8 @@ def assert_audit_extras(scenario, docs, expect):
     env = {e["name"]: e for e in container.get("env", [])}
     roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
     bindings = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRoleBinding")}
+    ns_roles = {d["metadata"]["name"]: d for d in by_kind(docs, "Role")}
+    ns_bindings = {d["metadata"]["name"]: d for d in by_kind(docs, "RoleBinding")}
 
     hpas = by_kind(docs, "HorizontalPodAutoscaler")
     if expect.get("hpa"):
@@ -546,12 +548,26 @@ def assert_audit_extras(scenario, docs, expect):
         check("restrictor-reports" in bindings
               and bindings["restrictor-reports"]["roleRef"]["name"] == "restrictor-reports",
               f"{scenario}: restrictor-reports not bound")
-        check("--reports" in args and f"--reports-interval={expect['reports']}" in args,
+        check("--reports" in args and f"--reports-interval={expect['reports']}" in args
+              and "--reports-lease-name=restrictor-reports" in args,
               f"{scenario}: --reports args {args}")
+        # Only the holder of the reports Lease writes: a Role in the release namespace for it.
+        lease_role = ns_roles.get("restrictor-reports")
+        check(lease_role is not None and lease_role["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["restrictor-reports"], "verbs": ["get", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}],
+              f"{scenario}: restrictor-reports Role {lease_role and lease_role['rules']}")
+        check("restrictor-reports" in ns_bindings
+              and ns_bindings["restrictor-reports"]["roleRef"] == {
+                  "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "restrictor-reports"},
+              f"{scenario}: restrictor-reports Role not bound")
+        check("RESTRICTOR_POD_NAME" in env, f"{scenario}: no pod name for the reports Lease identity")
         if expect.get("reports_namespaces"):
             check(f"--reports-namespaces={expect['reports_namespaces']}" in args, f"{scenario}: --reports-namespaces")
     else:
-        check(reports_role is None and "--reports" not in args, f"{scenario}: reports RBAC/args although disabled")
+        check(reports_role is None and "restrictor-reports" not in ns_roles and "--reports" not in args,
+              f"{scenario}: reports RBAC/args although disabled")
 
     events_role = roles.get("restrictor-events")
     if expect.get("events"):

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use fake_apiserver::{Fake, rule};
 use restrictor::audit::{self, Verdict, render};
 use restrictor::cluster::inventory::{self, Namespaces};
+use restrictor::cluster::lease::LeaseConfig;
 use restrictor::cluster::reports::{self, ReportsOutcome};
 use restrictor::engine::{self, Context};
 use restrictor::policy::Policy;
@@ -54,15 +56,43 @@ fn audit_rbac() -> Vec<fake_apiserver::Rule> {
         .collect()
 }
 
+const REPORTS_LEASE: &str = "restrictor-reports";
+const REPORTS_LEASE_PATH: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/restrictor-system/leases/restrictor-reports";
+
+/// What the chart's templates/rbac-reports.yaml grants.
 fn reports_rbac() -> Vec<fake_apiserver::Rule> {
     let mut rules = audit_rbac();
     rules.push(rule(
-        &["get", "patch"],
+        &["get", "create", "patch"],
         "wgpolicyk8s.io",
         "policyreports",
         Some("restrictor"),
     ));
+    rules.push(rule(
+        &["get", "update"],
+        "coordination.k8s.io",
+        "leases",
+        Some(REPORTS_LEASE),
+    ));
+    rules.push(rule(&["create"], "coordination.k8s.io", "leases", None));
     rules
+}
+
+/// The reports Lease as `restrictor serve --reports` configures it by default, for one replica.
+fn reports_lease(identity: &str) -> LeaseConfig {
+    let flags = ReportsFlags::try_parse_from(["serve", "--reports"]).unwrap();
+    assert_eq!(flags.reports.reports_lease_name, REPORTS_LEASE);
+    flags
+        .reports
+        .lease("restrictor-system".into(), identity.into())
+}
+
+/// `restrictor serve`'s report flags alone.
+#[derive(clap::Parser)]
+struct ReportsFlags {
+    #[command(flatten)]
+    reports: reports::ReportsArgs,
 }
 
 /// The cluster the fixtures describe: the Rancher agent Deployment (re-applied by Rancher) with
@@ -578,6 +608,7 @@ async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
         policy_rx,
         Namespaces::All,
         Duration::from_millis(20),
+        reports_lease("replica-a"),
     ));
     // A policy change triggers a pass as well.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -593,6 +624,101 @@ async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
     assert_eq!(fake.count("patch", "policyreports"), 0);
     // The CRD absent, it did not even list the workloads.
     assert_eq!(fake.count("list", "deployments"), 1, "only the CLI's list");
+    fake.assert_no_unexpected();
+}
+
+#[tokio::test]
+async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
+    let fake = loaded_fake(&dir, reports_rbac()).await;
+    fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
+    let (logs, _guard) = support::Logs::capture();
+    let replica = |identity: &str, policy| {
+        tokio::spawn(reports::run_periodic_reports(
+            fake.client(),
+            policy,
+            Namespaces::Only(vec!["cattle-system".into()]),
+            // Passes come from policy changes only: the test says when.
+            Duration::from_secs(3600),
+            reports_lease(identity),
+        ))
+    };
+    let holder = || fake.get(REPORTS_LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone();
+    let within = Duration::from_secs(10);
+
+    let (a_policy, a_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
+    let a = replica("replica-a", a_rx);
+    assert!(
+        support::eventually(within, || async {
+            fake.count("patch", "policyreports") == 1
+        })
+        .await,
+        "the first replica writes the report"
+    );
+    assert_eq!(holder(), "replica-a");
+    let (lists, gets) = (
+        fake.count("list", "deployments"),
+        fake.count("get", "policyreports"),
+    );
+
+    // A second replica, two passes: it stands by, listing and reading nothing.
+    let (b_policy, b_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
+    let b = replica("replica-b", b_rx);
+    assert!(
+        support::eventually(within, || async {
+            logs.lines_containing("this one stands by") == 1
+        })
+        .await,
+        "{}",
+        logs.text()
+    );
+    let lease_gets = fake.count("get", "leases");
+    b_policy.send(Arc::new(Policy::builtin())).unwrap();
+    assert!(
+        support::eventually(within, || async {
+            fake.count("get", "leases") > lease_gets
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        fake.count("list", "deployments"),
+        lists,
+        "the stand-by replica lists nothing"
+    );
+    assert_eq!(fake.count("get", "policyreports"), gets);
+    assert_eq!(logs.lines_containing("this one stands by"), 1, "said once");
+    assert_eq!(holder(), "replica-a");
+
+    // The writer stops cleanly and gives the lease up: the other one's next pass takes over.
+    drop(a_policy);
+    tokio::time::timeout(within, a)
+        .await
+        .expect("the writer stops when its policy sender is gone")
+        .unwrap();
+    assert_eq!(holder(), Value::Null, "released");
+    b_policy.send(Arc::new(Policy::builtin())).unwrap();
+    assert!(
+        support::eventually(within, || async {
+            fake.count("get", "policyreports") > gets
+        })
+        .await,
+        "the second replica writes now"
+    );
+    assert_eq!(holder(), "replica-b");
+    assert_eq!(
+        fake.count("patch", "policyreports"),
+        1,
+        "the report the first replica wrote is still current"
+    );
+    assert_eq!(
+        logs.lines_containing("this replica writes the policy reports"),
+        2
+    );
+    drop(b_policy);
+    tokio::time::timeout(within, b).await.unwrap().unwrap();
     fake.assert_no_unexpected();
 }
 

@@ -172,11 +172,16 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     }
 
     if let (Some(client), true) = (&cluster_client, command.reports.reports) {
+        let lease = command.reports.lease(
+            required(&command.namespace, "--namespace (for the reports Lease)")?,
+            identity.clone(),
+        );
         background.push(tokio::spawn(cluster::reports::run_periodic_reports(
             client.clone(),
             server.policy(),
             command.reports.scope(),
             command.reports.reports_interval.0,
+            lease,
         )));
     }
 

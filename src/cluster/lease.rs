@@ -1,4 +1,5 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease, so only one replica reconciles.
+//! Leader election with a `coordination.k8s.io/v1` Lease, so only one replica reconciles (and
+//! only one writes the PolicyReports, under a Lease of its own).
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -75,6 +76,10 @@ impl LeaderElector {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    pub fn lease_name(&self) -> &str {
+        &self.config.lease_name
     }
 
     fn call(&self, verb: &'static str) -> ApiCall {
@@ -233,7 +238,7 @@ impl LeaseHold {
                 match outcome {
                     Ok(Ok(true)) => renewed = attempt,
                     Ok(Ok(false)) => {
-                        warn!(lease = %elector.config.lease_name, "lost the reconcile lease to another replica");
+                        warn!(lease = %elector.config.lease_name, "lost the lease to another replica");
                         held_tx.send_replace(false);
                         return;
                     }
@@ -242,12 +247,16 @@ impl LeaseHold {
                             Ok(Err(e)) => e.to_string(),
                             _ => "the renewal timed out".to_owned(),
                         };
-                        error!(%error, lease = %elector.config.lease_name, "could not renew the reconcile lease within its renew deadline ({deadline}); giving it up before another replica may take it over");
+                        error!(%error, lease = %elector.config.lease_name, "could not renew the lease within its renew deadline ({deadline}); giving it up before another replica may take it over");
                         held_tx.send_replace(false);
                         return;
                     }
-                    Ok(Err(e)) => warn!(error = %e, "cannot renew the reconcile lease; retrying"),
-                    Err(_) => warn!("renewing the reconcile lease timed out; retrying"),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, lease = %elector.config.lease_name, "cannot renew the lease; retrying")
+                    }
+                    Err(_) => {
+                        warn!(lease = %elector.config.lease_name, "renewing the lease timed out; retrying")
+                    }
                 }
             }
         });

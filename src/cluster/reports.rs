@@ -5,7 +5,8 @@
 //! RBAC: `get`, `patch` and `create` on `policyreports.wgpolicyk8s.io` named `restrictor` in the
 //! reported namespaces (an apply that creates the report is authorized as `create` as well), plus
 //! what [`super::inventory`] lists. API discovery of the group needs no grant beyond the default
-//! `system:discovery`.
+//! `system:discovery`. The periodic task also needs `get`/`update` on its Lease and `create` on
+//! leases in restrictor's namespace.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::errors::{ApiCall, ClusterError};
 use super::inventory::{self, InventoryError, Namespaces};
+use super::lease::{LeaderElector, LeaseConfig, LeaseHold};
 use crate::audit::{self, Audit, report};
 use crate::policy::Policy;
 use crate::server::GoDuration;
@@ -40,6 +42,13 @@ pub struct ReportsArgs {
     /// Namespaces to report on; all namespaces when empty.
     #[arg(long, env = "RESTRICTOR_REPORTS_NAMESPACES", value_delimiter = ',')]
     pub reports_namespaces: Vec<String>,
+    /// The Lease that elects the one replica writing the reports.
+    #[arg(
+        long,
+        env = "RESTRICTOR_REPORTS_LEASE_NAME",
+        default_value = "restrictor-reports"
+    )]
+    pub reports_lease_name: String,
 }
 
 impl ReportsArgs {
@@ -49,6 +58,16 @@ impl ReportsArgs {
             Namespaces::All
         } else {
             Namespaces::Only(self.reports_namespaces.clone())
+        }
+    }
+
+    /// The reports Lease in restrictor's `namespace`, held by `identity` while it writes.
+    pub fn lease(&self, namespace: String, identity: String) -> LeaseConfig {
+        LeaseConfig {
+            // A pass every `reports_interval` needs no 5-second failover: a longer lease means a
+            // renewal every 20 s instead of every 5 s, and a new writer within a minute.
+            lease_duration: time::Duration::seconds(60),
+            ..LeaseConfig::new(namespace, self.reports_lease_name.clone(), identity)
         }
     }
 }
@@ -196,50 +215,124 @@ enum PeriodicError {
 }
 
 /// Keeps the PolicyReports current: a pass at start, then every `interval` and whenever the
-/// policy changes, until the policy's sender is dropped. Without the CRD it writes nothing and
-/// says so in one log line (and once more when the CRD appears); failures are logged and retried
-/// at the next pass.
+/// policy changes, until the policy's sender is dropped. Only the replica holding `lease` lists
+/// and writes (every replica of the webhook runs this task, and each pass lists every
+/// pod-bearing object in scope); the others stand by and try for the lease at each of their
+/// passes, so a writer that is gone is replaced within one interval. Without the CRD it writes
+/// nothing and says so in one log line (and once more when the CRD appears); failures are logged
+/// and retried at the next pass.
 pub async fn run_periodic_reports(
     client: kube::Client,
     mut policy: watch::Receiver<Arc<Policy>>,
     namespaces: Namespaces,
     interval: Duration,
+    lease: LeaseConfig,
 ) {
+    let mut writer = Writer::new(LeaderElector::new(client.clone(), lease));
     let mut crd_absent_logged = false;
     let mut previously = BTreeSet::new();
     loop {
         let current = policy.borrow_and_update().clone();
-        match report_once(&client, &current, &namespaces, &previously).await {
-            Ok((ReportsOutcome::CrdAbsent, _)) => {
-                if !crd_absent_logged {
-                    warn!(
-                        "{}; checking again every {}s",
-                        ReportsOutcome::CrdAbsent,
-                        interval.as_secs()
-                    );
-                    crd_absent_logged = true;
-                } else {
-                    debug!("PolicyReport CRD still absent");
+        if writer.holds_lease().await {
+            match report_once(&client, &current, &namespaces, &previously).await {
+                Ok((ReportsOutcome::CrdAbsent, _)) => {
+                    if !crd_absent_logged {
+                        warn!(
+                            "{}; checking again every {}s",
+                            ReportsOutcome::CrdAbsent,
+                            interval.as_secs()
+                        );
+                        crd_absent_logged = true;
+                    } else {
+                        debug!("PolicyReport CRD still absent");
+                    }
+                }
+                Ok((outcome, reported)) => {
+                    if crd_absent_logged {
+                        info!("the PolicyReport CRD is now served: writing reports");
+                        crd_absent_logged = false;
+                    }
+                    info!(%outcome, "policy reports");
+                    previously = reported;
+                }
+                Err(error) => {
+                    warn!(%error, "policy reports not written; retrying at the next pass")
                 }
             }
-            Ok((outcome, reported)) => {
-                if crd_absent_logged {
-                    info!("the PolicyReport CRD is now served: writing reports");
-                    crd_absent_logged = false;
-                }
-                info!(%outcome, "policy reports");
-                previously = reported;
-            }
-            Err(error) => warn!(%error, "policy reports not written; retrying at the next pass"),
+        } else {
+            // What this replica wrote before another one took over is no guide to what it must
+            // empty once it writes again: it starts from what it finds then.
+            previously.clear();
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             changed = policy.changed() => {
                 if changed.is_err() {
+                    writer.release().await;
                     info!("policy reports: stopped");
                     return;
                 }
             }
+        }
+    }
+}
+
+/// This replica's claim to write the reports: the Lease, renewed in the background once won.
+struct Writer {
+    elector: Arc<LeaderElector>,
+    hold: Option<LeaseHold>,
+    standing_by_logged: bool,
+}
+
+impl Writer {
+    fn new(elector: LeaderElector) -> Self {
+        Self {
+            elector: Arc::new(elector),
+            hold: None,
+            standing_by_logged: false,
+        }
+    }
+
+    /// Whether this replica writes this pass: it holds the lease still, or wins it now.
+    async fn holds_lease(&mut self) -> bool {
+        if self
+            .hold
+            .as_ref()
+            .is_some_and(|hold| *hold.watch().borrow())
+        {
+            return true;
+        }
+        self.hold = None;
+        match self.elector.try_acquire().await {
+            Ok(true) => {
+                info!(lease = %self.elector.lease_name(), "this replica writes the policy reports");
+                self.hold = Some(LeaseHold::start(self.elector.clone()));
+                self.standing_by_logged = false;
+                true
+            }
+            Ok(false) => {
+                if self.standing_by_logged {
+                    debug!("policy reports: another replica still holds the lease");
+                } else {
+                    info!(lease = %self.elector.lease_name(), "another replica writes the policy reports; this one stands by");
+                    self.standing_by_logged = true;
+                }
+                false
+            }
+            Err(error) => {
+                warn!(%error, "cannot take the policy reports lease; trying again at the next pass");
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up, so another replica's next pass takes over without waiting for it to
+    /// expire.
+    async fn release(&mut self) {
+        if self.hold.take().is_some()
+            && let Err(error) = self.elector.release().await
+        {
+            warn!(%error, "cannot release the policy reports lease (it expires by itself)");
         }
     }
 }

@@ -69,6 +69,11 @@ app.kubernetes.io/part-of: restrictor
 {{- default (printf "%s-reconcile" (include "restrictor.fullname" .)) .Values.reconcileExisting.leaseName }}
 {{- end }}
 
+{{/* The Lease held by the one replica that writes the PolicyReports. */}}
+{{- define "restrictor.reportsLeaseName" -}}
+{{- printf "%s-reports" (include "restrictor.fullname" .) }}
+{{- end }}
+
 {{/* "true" when restrictor itself talks to the Kubernetes API (needs a token and RBAC). */}}
 {{- define "restrictor.needsApi" -}}
 {{- if or (eq .Values.tls.mode "self-managed") .Values.reconcileExisting.enabled .Values.reports.enabled .Values.events.enabled }}true{{ end }}
