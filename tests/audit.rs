@@ -722,6 +722,56 @@ async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
     fake.assert_no_unexpected();
 }
 
+#[tokio::test]
+async fn a_writer_that_vanishes_is_replaced_once_its_reports_lease_expires() {
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
+    let fake = loaded_fake(&dir, reports_rbac()).await;
+    fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
+    // A 3 s lease stands for the 60 s one: stand-by replicas try for it once per duration.
+    let replica = |identity: &str, policy| {
+        tokio::spawn(reports::run_periodic_reports(
+            fake.client(),
+            policy,
+            Namespaces::Only(vec!["cattle-system".into()]),
+            Duration::from_secs(3600),
+            LeaseConfig {
+                lease_duration: time::Duration::seconds(3),
+                ..reports_lease(identity)
+            },
+        ))
+    };
+    let holder = || fake.get(REPORTS_LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone();
+    let (_a_policy, a_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
+    let a = replica("replica-a", a_rx);
+    assert!(
+        support::eventually(Duration::from_secs(10), || async {
+            fake.count("patch", "policyreports") == 1
+        })
+        .await
+    );
+    let (_b_policy, b_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
+    let b = replica("replica-b", b_rx);
+    // Longer than a stand-by retry: the writer renews, so it keeps the lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(holder(), "replica-a");
+    let gets = fake.count("get", "policyreports");
+
+    // The writer is gone without giving the lease up (its pod was killed); no policy change and a
+    // one-hour interval, yet the other replica takes over and writes at once.
+    a.abort();
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            holder() == "replica-b" && fake.count("get", "policyreports") > gets
+        })
+        .await,
+        "the stand-by replica took the lease over and wrote"
+    );
+    b.abort();
+    fake.assert_no_unexpected();
+}
+
 /// `events.k8s.io/v1` Event as JSON Schema: the fields of the OpenAPI definition (none other
 /// survives), `eventTime` required there, and what the API server's create validation requires of
 /// a new-style Event on top (reportingController, reportingInstance, action, reason, a type of

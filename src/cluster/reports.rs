@@ -217,8 +217,9 @@ enum PeriodicError {
 /// Keeps the PolicyReports current: a pass at start, then every `interval` and whenever the
 /// policy changes, until the policy's sender is dropped. Only the replica holding `lease` lists
 /// and writes (every replica of the webhook runs this task, and each pass lists every
-/// pod-bearing object in scope); the others stand by and try for the lease at each of their
-/// passes, so a writer that is gone is replaced within one interval. Without the CRD it writes
+/// pod-bearing object in scope); the others stand by and try for the lease once per lease
+/// duration, so a writer that is gone (rolled, crashed) is replaced, and its successor writes at
+/// once, within about two lease durations rather than one interval. Without the CRD it writes
 /// nothing and says so in one log line (and once more when the CRD appears); failures are logged
 /// and retried at the next pass.
 pub async fn run_periodic_reports(
@@ -228,6 +229,9 @@ pub async fn run_periodic_reports(
     interval: Duration,
     lease: LeaseConfig,
 ) {
+    let standby_retry = std::time::Duration::try_from(lease.lease_duration)
+        .unwrap_or(interval)
+        .min(interval);
     let mut writer = Writer::new(LeaderElector::new(client.clone(), lease));
     let mut crd_absent_logged = false;
     let mut previously = BTreeSet::new();
@@ -264,8 +268,13 @@ pub async fn run_periodic_reports(
             // empty once it writes again: it starts from what it finds then.
             previously.clear();
         }
+        let next_pass = if writer.hold.is_some() {
+            interval
+        } else {
+            standby_retry
+        };
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(next_pass) => {}
             changed = policy.changed() => {
                 if changed.is_err() {
                     writer.release().await;
