@@ -11,7 +11,7 @@ use crate::admission::{DeniedPod, Summary};
 use crate::cluster::events::{DeniedWorkload, EventSender, Notice};
 use crate::cluster::{
     self, LeaseConfig, ReconcileConfig, ReconcileEvent, SelfManagedCerts, SelfManagedConfig,
-    reconcile_as_leader,
+    reconcile_on_every_policy,
 };
 use crate::policy::Policy;
 use crate::server::{self, DeniedPodHook, Metrics, ServeArgs, Server, TlsSource};
@@ -228,9 +228,9 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     Ok(result?)
 }
 
-/// Re-rolls the workloads created before restrictor once this replica answers reviews, from the
-/// policy in force (a change on disk reaches the next pass), counting every action it takes and
-/// writing an Event on each workload it re-rolls.
+/// Re-rolls the workloads created before restrictor once this replica answers reviews, and again
+/// after every policy change, counting every action it takes and writing an Event on each
+/// workload it re-rolls.
 async fn reconcile_existing(
     client: kube::Client,
     lease: LeaseConfig,
@@ -256,11 +256,8 @@ async fn reconcile_existing(
             ));
         }
     };
-    match reconcile_as_leader(client, lease, config, policy, ready, observer).await {
-        Ok(Some(report)) => tracing::info!(?report, "reconciled existing workloads"),
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, "reconcile of existing workloads failed"),
-    }
+    // Each pass and its failure is logged there; what ends it (a missing permission) as well.
+    let _ = reconcile_on_every_policy(client, lease, config, policy, ready, observer).await;
 }
 
 /// Deletes the webhook configuration (the chart's pre-delete hook), so a removed restrictor never

@@ -15,7 +15,8 @@
 //!     let lease = LeaseConfig::new(ns, lease_name, pod_name);
 //!     // `policy_rx`: the server's `watch::Receiver<Arc<Policy>>`, so a reload reaches the reconcile.
 //!     let config = ReconcileConfig { namespaces, ..Default::default() };
-//!     tokio::spawn(reconcile_as_leader(client, lease, config, policy_rx, injected_rx, |event| {
+//!     // Once ready, and again after every policy change.
+//!     tokio::spawn(reconcile_on_every_policy(client, lease, config, policy_rx, injected_rx, |event| {
 //!         // count event.action(), post a Kubernetes Event on event.workload()
 //!     }));
 //! }
@@ -65,7 +66,7 @@ pub use errors::{ApiCall, ClusterError};
 pub use lease::{LeaderElector, LeaseConfig};
 pub use reconcile::{
     BackoffConfig, ReconcileConfig, ReconcileEvent, ReconcileReport, ReconcileTiming, Reconciler,
-    WorkloadRef, reconcile_as_leader,
+    WorkloadRef, reconcile_as_leader, reconcile_on_every_policy,
 };
 pub use webhook_config::uninstall;
 

@@ -878,6 +878,51 @@ pub async fn reconcile_as_leader(
     result.map(Some)
 }
 
+/// Reconciles as leader once this replica is ready ([`reconcile_as_leader`]), then again after
+/// every change of the policy until its sender is dropped: the policy is hot-reloaded, and a rule
+/// for another namespace or a profile that now applies would otherwise reach only the pods created
+/// from then on, leaving the pods the host already rejects where they are. A pass that fails is
+/// logged and the next change tries again; a missing permission stops it, as no change can fix it.
+pub async fn reconcile_on_every_policy(
+    client: kube::Client,
+    lease: LeaseConfig,
+    config: ReconcileConfig,
+    mut policy: watch::Receiver<Arc<Policy>>,
+    ready: watch::Receiver<bool>,
+    observer: impl Fn(&ReconcileEvent<'_>) + Send + Sync + 'static,
+) -> Result<(), ClusterError> {
+    let observer = Arc::new(observer);
+    loop {
+        // Marked seen before the pass: a change during it is a reason for one more.
+        policy.borrow_and_update();
+        let observer = observer.clone();
+        match reconcile_as_leader(
+            client.clone(),
+            lease.clone(),
+            config.clone(),
+            policy.clone(),
+            ready.clone(),
+            move |event: &ReconcileEvent<'_>| observer(event),
+        )
+        .await
+        {
+            Ok(Some(report)) => info!(?report, "reconciled existing workloads"),
+            Ok(None) => return Ok(()),
+            Err(error) if error.is_rbac() => {
+                tracing::error!(%error, "reconcile of existing workloads stopped: a permission is missing");
+                return Err(error);
+            }
+            Err(error) => {
+                warn!(%error, "reconcile of existing workloads failed; the next policy change tries again");
+            }
+        }
+        if policy.changed().await.is_err() {
+            return Ok(());
+        }
+        info!("the policy changed: reconciling existing workloads under it");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
