@@ -89,6 +89,11 @@ pub enum ClusterError {
         source: kube::Error,
     },
     #[error(
+        "{verb} {resource} {target}: the API server's answer cannot be read: {detail}",
+        verb = .call.verb, resource = .call.group_resource(), target = .call.target()
+    )]
+    Unreadable { call: ApiCall, detail: String },
+    #[error(
         "lost the reconcile lease {lease:?} to another replica; stopped before restarting more workloads"
     )]
     LeaseLost { lease: String },

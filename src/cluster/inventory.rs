@@ -1,11 +1,12 @@
 //! Lists every pod-bearing object (the kinds of [`WorkloadKind::ALL`]) in some namespaces or all
 //! of them, page by page, as plain JSON: nothing is dropped by a typed schema, and each item gets
-//! back the `apiVersion` and `kind` the API server leaves out of list items.
+//! back the `apiVersion` and `kind` the API server leaves out of list items. The audit lists
+//! through it, and so does the reconcile.
 //!
 //! RBAC: `list` on each of the nine resources, in the namespaces listed (a ClusterRole for
 //! `--all-namespaces`). Nothing is written.
 
-use kube::api::ListParams;
+use kube::api::{ApiResource, GroupVersionKind, ListParams};
 use serde_json::Value;
 
 use crate::workload::WorkloadKind;
@@ -102,16 +103,49 @@ pub async fn list_pod_bearing(
     Ok(objects)
 }
 
-/// One kind in one scope, following `continue` tokens until the last page.
-pub async fn list_kind(
+/// One kind in one scope, following `continue` tokens until the last page, appended to `into`.
+async fn list_kind(
     client: &kube::Client,
     kind: WorkloadKind,
     namespace: Option<&str>,
     into: &mut Vec<Value>,
 ) -> Result<(), InventoryError> {
+    let items = list_pages(client, kind, namespace)
+        .await
+        .map_err(|failure| {
+            let (resource, scope) = (group_resource(kind), scope_text(namespace));
+            match failure {
+                ListFailure::Request(error) => classify(error, resource, scope),
+                ListFailure::NotAList(detail) => InventoryError::NotAList {
+                    resource,
+                    scope,
+                    detail,
+                },
+            }
+        })?;
+    into.extend(items);
+    Ok(())
+}
+
+/// Why a list failed, for the caller to name in its own terms (the audit's messages, the
+/// reconcile's RBAC handling).
+#[derive(Debug)]
+pub enum ListFailure {
+    /// The request failed: the API server's status, or no answer at all.
+    Request(kube::Error),
+    /// The answer was not a list.
+    NotAList(String),
+}
+
+/// Every object of `kind` in one scope (a namespace, or all of them with `None`), page by page,
+/// each item with the `apiVersion` and `kind` restored.
+pub async fn list_pages(
+    client: &kube::Client,
+    kind: WorkloadKind,
+    namespace: Option<&str>,
+) -> Result<Vec<Value>, ListFailure> {
     let request = kube::core::Request::new(collection_path(kind, namespace));
-    let resource = || group_resource(kind);
-    let scope = || scope_text(namespace);
+    let mut objects = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let mut params = ListParams::default().limit(PAGE_SIZE);
@@ -120,23 +154,15 @@ pub async fn list_kind(
         }
         let http_request = request
             .list(&params)
-            .map_err(|error| InventoryError::NotAList {
-                resource: resource(),
-                scope: scope(),
-                detail: error.to_string(),
-            })?;
+            .map_err(|error| ListFailure::NotAList(error.to_string()))?;
         let page: Value = client
             .request(http_request)
             .await
-            .map_err(|error| classify(error, resource(), scope()))?;
+            .map_err(ListFailure::Request)?;
         let Some(items) = page.get("items").and_then(Value::as_array) else {
-            return Err(InventoryError::NotAList {
-                resource: resource(),
-                scope: scope(),
-                detail: "no items".to_owned(),
-            });
+            return Err(ListFailure::NotAList("no items".to_owned()));
         };
-        into.extend(items.iter().map(|item| {
+        objects.extend(items.iter().map(|item| {
             let mut item = item.clone();
             if let Some(map) = item.as_object_mut() {
                 map.insert("apiVersion".into(), kind.api_version().into());
@@ -150,9 +176,17 @@ pub async fn list_kind(
             .filter(|t| !t.is_empty())
             .map(str::to_owned);
         if token.is_none() {
-            return Ok(());
+            return Ok(objects);
         }
     }
+}
+
+/// The kind as `kube`'s dynamic API addresses it, for calls on one object (a restart's patch).
+pub fn api_resource(kind: WorkloadKind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group(), kind.version(), kind.as_str()),
+        kind.plural(),
+    )
 }
 
 fn classify(error: kube::Error, resource: String, scope: String) -> InventoryError {

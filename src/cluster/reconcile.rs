@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::errors::{ApiCall, ClusterError, call};
+use super::inventory::{self, ListFailure};
 use super::lease::{LeaderElector, LeaseConfig, LeaseHold};
 use super::rollout::{self, Restarted, Rollout};
 use super::{Clock, probe, system_clock};
@@ -225,73 +224,23 @@ struct Survey {
     seen: BTreeSet<String>,
 }
 
+/// What a round does with a non-compliant object of a kind.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Action {
+    /// Restart: its controller replaces the pods, and the new ones pass the webhook.
     Restart,
+    /// Report only: nothing recreates its pods for it (a Job's template is immutable).
     Report,
 }
 
-struct Kind {
-    group: &'static str,
-    version: &'static str,
-    api_version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    action: Action,
-}
-
-const KINDS: [Kind; 5] = [
-    Kind {
-        group: "apps",
-        version: "v1",
-        api_version: "apps/v1",
-        kind: "Deployment",
-        plural: "deployments",
-        action: Action::Restart,
-    },
-    Kind {
-        group: "apps",
-        version: "v1",
-        api_version: "apps/v1",
-        kind: "StatefulSet",
-        plural: "statefulsets",
-        action: Action::Restart,
-    },
-    Kind {
-        group: "apps",
-        version: "v1",
-        api_version: "apps/v1",
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        action: Action::Restart,
-    },
-    Kind {
-        group: "batch",
-        version: "v1",
-        api_version: "batch/v1",
-        kind: "Job",
-        plural: "jobs",
-        action: Action::Report,
-    },
-    Kind {
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        action: Action::Report,
-    },
+/// The kinds a round lists, and what it does with each.
+const KINDS: [(WorkloadKind, Action); 5] = [
+    (WorkloadKind::Deployment, Action::Restart),
+    (WorkloadKind::StatefulSet, Action::Restart),
+    (WorkloadKind::DaemonSet, Action::Restart),
+    (WorkloadKind::Job, Action::Report),
+    (WorkloadKind::Pod, Action::Report),
 ];
-
-impl Kind {
-    fn api(&self, client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(self.group, self.version, self.kind),
-            self.plural,
-        );
-        Api::namespaced_with(client.clone(), namespace, &resource)
-    }
-}
 
 /// The RFC 3339 timestamp `kubectl rollout restart` writes (seconds precision).
 pub fn restarted_at_value(now: OffsetDateTime) -> String {
@@ -301,37 +250,21 @@ pub fn restarted_at_value(now: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Lists all objects of `kind` in `namespace` (paginated), each as JSON with `apiVersion`/`kind`
-/// filled in (list items omit them).
+/// Every object of `kind` in `namespace`, as [`inventory::list_pages`] gives them.
 async fn list_all(
     client: &kube::Client,
-    kind: &Kind,
+    kind: WorkloadKind,
     namespace: &str,
 ) -> Result<Vec<Value>, ClusterError> {
-    let api = kind.api(client, namespace);
-    let mut out = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let list = call(
-            ApiCall::new("list", kind.group, kind.plural).namespace(namespace),
-            api.list(&params),
-        )
-        .await?;
-        let token = list.metadata.continue_.clone().filter(|t| !t.is_empty());
-        for item in list.items {
-            let mut value = serde_json::to_value(&item)
-                .map_err(|e| ClusterError::Other(format!("re-encoding a {}: {e}", kind.kind)))?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("apiVersion".into(), json!(kind.api_version));
-                obj.insert("kind".into(), json!(kind.kind));
+    inventory::list_pages(client, kind, Some(namespace))
+        .await
+        .map_err(|failure| {
+            let call = ApiCall::new("list", kind.group(), kind.plural()).namespace(namespace);
+            match failure {
+                ListFailure::Request(error) => ClusterError::from_kube(call, error),
+                ListFailure::NotAList(detail) => ClusterError::Unreadable { call, detail },
             }
-            out.push(value);
-        }
-        match token {
-            Some(t) => params = params.continue_token(&t),
-            None => return Ok(out),
-        }
-    }
+        })
 }
 
 /// What to do with one listed object.
@@ -344,9 +277,8 @@ enum Verdict {
 }
 
 /// The pod a workload's controller creates from its template, as a Pod object.
-fn pod_of(kind: &Kind, object: &Value) -> Option<Value> {
-    let workload_kind = WorkloadKind::from_type(kind.api_version, kind.kind)?;
-    let template = PodTemplate::locate_as(object, workload_kind)?;
+fn pod_of(kind: WorkloadKind, object: &Value) -> Option<Value> {
+    let template = PodTemplate::locate_as(object, kind)?;
     Some(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -360,13 +292,18 @@ fn pod_of(kind: &Kind, object: &Value) -> Option<Value> {
 /// host only ever sees pods, restrictor mutates every pod it is given at creation, and a pod the
 /// policy leaves alone would come back from a restart exactly as it is. If restrictor would deny
 /// those pods, a restart would only replace running pods by none: reported instead.
-fn classify(policy: &Policy, kind: &Kind, namespace: &str, object: &Value) -> Verdict {
+fn classify(
+    policy: &Policy,
+    (kind, action): (WorkloadKind, Action),
+    namespace: &str,
+    object: &Value,
+) -> Verdict {
     let metadata = &object["metadata"];
     let deleting = !metadata["deletionTimestamp"].is_null();
     let owned = metadata["ownerReferences"]
         .as_array()
         .is_some_and(|o| !o.is_empty());
-    if deleting || (kind.kind == "Pod" && owned) {
+    if deleting || (kind == WorkloadKind::Pod && owned) {
         return Verdict::Skip;
     }
     let Some(pod) = pod_of(kind, object) else {
@@ -388,14 +325,14 @@ fn classify(policy: &Policy, kind: &Kind, namespace: &str, object: &Value) -> Ve
     ) else {
         return Verdict::Skip;
     };
-    match (kind.action, evaluation.outcome.denial) {
+    match (action, evaluation.outcome.denial) {
         (Action::Report, _) => Verdict::Report,
         (Action::Restart, Some(denial)) => Verdict::Unfixable(denial.to_string()),
         (Action::Restart, None) => Verdict::Restart(pod),
     }
 }
 
-fn workload_ref(kind: &Kind, namespace: &str, object: &Value) -> WorkloadRef {
+fn workload_ref(kind: WorkloadKind, namespace: &str, object: &Value) -> WorkloadRef {
     let text = |key: &str| {
         object["metadata"][key]
             .as_str()
@@ -403,8 +340,8 @@ fn workload_ref(kind: &Kind, namespace: &str, object: &Value) -> WorkloadRef {
             .to_owned()
     };
     WorkloadRef {
-        api_version: kind.api_version,
-        kind: kind.kind,
+        api_version: kind.api_version(),
+        kind: kind.as_str(),
         namespace: namespace.to_owned(),
         name: text("name"),
         uid: text("uid"),
@@ -426,7 +363,7 @@ pub struct Reconciler {
 
 /// A workload to restart in this round.
 struct Candidate {
-    kind: &'static Kind,
+    kind: WorkloadKind,
     workload: WorkloadRef,
     object: Value,
     pod: Value,
@@ -633,8 +570,8 @@ impl Reconciler {
             Scope::Only(uids) => Some(uids),
         };
         let mut survey = Survey::default();
-        for kind in &KINDS {
-            if only.is_some() && kind.action == Action::Report {
+        for (kind, action) in KINDS {
+            if only.is_some() && action == Action::Report {
                 continue;
             }
             for object in list_all(&self.client, kind, namespace).await? {
@@ -643,7 +580,7 @@ impl Reconciler {
                     continue;
                 }
                 survey.seen.insert(workload.uid.clone());
-                match classify(policy, kind, namespace, &object) {
+                match classify(policy, (kind, action), namespace, &object) {
                     Verdict::Skip => survey.skipped += usize::from(only.is_none()),
                     Verdict::Report => survey.reported.push(workload),
                     Verdict::Unfixable(reason) => survey.unfixable.push((workload, reason)),
@@ -711,14 +648,15 @@ impl Reconciler {
             ..Default::default()
         };
         let result = call(
-            ApiCall::new("patch", kind.group, kind.plural)
+            ApiCall::new("patch", kind.group(), kind.plural())
                 .name(&workload.name)
                 .namespace(&workload.namespace),
-            kind.api(&self.client, &workload.namespace).patch(
-                &workload.name,
-                &params,
-                &Patch::Strategic(patch),
-            ),
+            Api::<DynamicObject>::namespaced_with(
+                self.client.clone(),
+                &workload.namespace,
+                &inventory::api_resource(kind),
+            )
+            .patch(&workload.name, &params, &Patch::Strategic(patch)),
         )
         .await;
         match result {
@@ -933,7 +871,7 @@ mod tests {
     }
 
     fn verdict(policy: &Policy, object: &Value) -> &'static str {
-        match classify(policy, &KINDS[0], "cattle-system", object) {
+        match classify(policy, KINDS[0], "cattle-system", object) {
             Verdict::Skip => "skip",
             Verdict::Report => "report",
             Verdict::Unfixable(_) => "unfixable",
