@@ -16,11 +16,12 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::errors::{ApiCall, ClusterError, call};
+use super::inventory;
 use super::reconcile::ReconcileEvent;
 use crate::engine::{self, Context};
 use crate::patch::Op;
@@ -214,8 +215,7 @@ async fn probe_once(
     expected: &[Op],
     nonce: &str,
 ) -> Result<Result<(), String>, ClusterError> {
-    let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
+    let resource = inventory::api_resource(WorkloadKind::Pod);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
     let object: DynamicObject = serde_json::from_value(probe.clone())
         .map_err(|e| ClusterError::Other(format!("building the probe pod: {e}")))?;
