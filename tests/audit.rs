@@ -95,6 +95,42 @@ struct ReportsFlags {
     reports: reports::ReportsArgs,
 }
 
+/// One replica's periodic report task on cattle-system with an hour's interval (passes come from
+/// policy changes, or a lease won after a stand-by retry), and who holds the reports Lease.
+struct Reporters {
+    fake: Fake,
+}
+
+impl Reporters {
+    async fn start(dir: &std::path::Path) -> Self {
+        let fake = loaded_fake(dir, reports_rbac()).await;
+        fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
+        Self { fake }
+    }
+
+    fn replica(
+        &self,
+        lease: LeaseConfig,
+    ) -> (
+        tokio::sync::watch::Sender<Arc<Policy>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (policy, policy_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
+        let task = tokio::spawn(reports::run_periodic_reports(
+            self.fake.client(),
+            policy_rx,
+            Namespaces::Only(vec!["cattle-system".into()]),
+            Duration::from_secs(3600),
+            lease,
+        ));
+        (policy, task)
+    }
+
+    fn holder(&self) -> Value {
+        self.fake.get(REPORTS_LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone()
+    }
+}
+
 /// The cluster the fixtures describe: the Rancher agent Deployment (re-applied by Rancher) with
 /// its ReplicaSet and the agent pod stored before restrictor, kube-api-auth's DaemonSet, the
 /// fleet-agent Deployment and vcluster's CoreDNS pod.
@@ -632,24 +668,12 @@ async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
     let Some(dir) = support::shared_fixtures() else {
         return;
     };
-    let fake = loaded_fake(&dir, reports_rbac()).await;
-    fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
+    let reporters = Reporters::start(&dir).await;
+    let (fake, holder) = (&reporters.fake, || reporters.holder());
     let (logs, _guard) = support::Logs::capture();
-    let replica = |identity: &str, policy| {
-        tokio::spawn(reports::run_periodic_reports(
-            fake.client(),
-            policy,
-            Namespaces::Only(vec!["cattle-system".into()]),
-            // Passes come from policy changes only: the test says when.
-            Duration::from_secs(3600),
-            reports_lease(identity),
-        ))
-    };
-    let holder = || fake.get(REPORTS_LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone();
     let within = Duration::from_secs(10);
 
-    let (a_policy, a_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
-    let a = replica("replica-a", a_rx);
+    let (a_policy, a) = reporters.replica(reports_lease("replica-a"));
     assert!(
         support::eventually(within, || async {
             fake.count("patch", "policyreports") == 1
@@ -664,8 +688,7 @@ async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
     );
 
     // A second replica, two passes: it stands by, listing and reading nothing.
-    let (b_policy, b_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
-    let b = replica("replica-b", b_rx);
+    let (b_policy, b) = reporters.replica(reports_lease("replica-b"));
     assert!(
         support::eventually(within, || async {
             logs.lines_containing("this one stands by") == 1
@@ -727,32 +750,21 @@ async fn a_writer_that_vanishes_is_replaced_once_its_reports_lease_expires() {
     let Some(dir) = support::shared_fixtures() else {
         return;
     };
-    let fake = loaded_fake(&dir, reports_rbac()).await;
-    fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
+    let reporters = Reporters::start(&dir).await;
+    let (fake, holder) = (&reporters.fake, || reporters.holder());
     // A 3 s lease stands for the 60 s one: stand-by replicas try for it once per duration.
-    let replica = |identity: &str, policy| {
-        tokio::spawn(reports::run_periodic_reports(
-            fake.client(),
-            policy,
-            Namespaces::Only(vec!["cattle-system".into()]),
-            Duration::from_secs(3600),
-            LeaseConfig {
-                lease_duration: time::Duration::seconds(3),
-                ..reports_lease(identity)
-            },
-        ))
+    let lease = |identity| LeaseConfig {
+        lease_duration: time::Duration::seconds(3),
+        ..reports_lease(identity)
     };
-    let holder = || fake.get(REPORTS_LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone();
-    let (_a_policy, a_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
-    let a = replica("replica-a", a_rx);
+    let (_a_policy, a) = reporters.replica(lease("replica-a"));
     assert!(
         support::eventually(Duration::from_secs(10), || async {
             fake.count("patch", "policyreports") == 1
         })
         .await
     );
-    let (_b_policy, b_rx) = tokio::sync::watch::channel(Arc::new(Policy::builtin()));
-    let b = replica("replica-b", b_rx);
+    let (_b_policy, b) = reporters.replica(lease("replica-b"));
     // Longer than a stand-by retry: the writer renews, so it keeps the lease.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(holder(), "replica-a");

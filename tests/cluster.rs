@@ -1456,14 +1456,15 @@ async fn a_policy_change_reconciles_again_under_the_new_policy() {
             .filter(|e| e.starts_with("restarted"))
             .count()
     };
-    assert!(
-        support::eventually(within, || async {
-            logs.lines_containing("reconciled existing workloads") == 1
-        })
-        .await,
-        "{}",
-        logs.text()
-    );
+    let passes = async |n| {
+        let done = || async { logs.lines_containing("reconciled existing workloads") == n };
+        assert!(
+            support::eventually(within, done).await,
+            "pass {n}: {}",
+            logs.text()
+        );
+    };
+    passes(1).await;
     assert_eq!(
         restarted(),
         0,
@@ -1473,14 +1474,7 @@ async fn a_policy_change_reconciles_again_under_the_new_policy() {
 
     // The policy is reloaded with a profile for cattle-system: the reconcile runs again.
     policy_tx.send_replace(Arc::new(Policy::builtin()));
-    assert!(
-        support::eventually(within, || async {
-            logs.lines_containing("reconciled existing workloads") == 2
-        })
-        .await,
-        "{}",
-        logs.text()
-    );
+    passes(2).await;
     assert_eq!(restarted(), 2, "{:?}", events.lock().unwrap());
     assert_eq!(logs.lines_containing("the policy changed"), 1);
     let lease = fake.get(LEASE_PATH).expect("lease created");
@@ -1512,12 +1506,7 @@ async fn a_policy_change_reconciles_again_under_the_new_policy() {
         fake.put(&path, object);
     }
     policy_tx.send_replace(Arc::new(Policy::builtin()));
-    assert!(
-        support::eventually(within, || async {
-            logs.lines_containing("reconciled existing workloads") == 3
-        })
-        .await
-    );
+    passes(3).await;
     assert_eq!(restarted(), 2);
     drop(policy_tx);
     tokio::time::timeout(within, task)
