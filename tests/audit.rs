@@ -996,3 +996,75 @@ async fn the_readme_example_is_what_audit_prints() {
         run.stdout
     );
 }
+
+/// A loopback address nothing listens on a moment ago.
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_webhook_process_writes_the_reports_and_gives_their_lease_up_on_sigterm() {
+    let Some(dir) = support::shared_fixtures() else {
+        return;
+    };
+    let reporters = Reporters::start(&dir).await;
+    let fake = &reporters.fake;
+    let config = kubeconfig(&fake.url);
+    let leaf = support::Pki::new().leaf("serving");
+    let certs = support::TempDir::new("serve-reports");
+    let (cert, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (https, admin) = (free_address(), free_address());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_restrictor"))
+        .args(["serve", "--tls-cert", cert.to_str().unwrap()])
+        .args(["--tls-key", key.to_str().unwrap()])
+        .args(["--listen", &https, "--admin-listen", &admin])
+        .args(["--shutdown-delay=0s", "--shutdown-grace=1s"])
+        .args([
+            "--reports",
+            "--reports-interval=1h",
+            "--reports-namespaces=cattle-system",
+        ])
+        .args([
+            "--namespace",
+            "restrictor-system",
+            "--pod-name",
+            "restrictor-7c9f-a",
+        ])
+        .env("KUBECONFIG", &config.path)
+        .env_remove("RESTRICTOR_POLICY")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let within = Duration::from_secs(20);
+    assert!(
+        support::eventually(within, || async {
+            fake.count("patch", "policyreports") == 1
+        })
+        .await,
+        "the webhook process wrote the report"
+    );
+    assert_eq!(reporters.holder(), "restrictor-7c9f-a");
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .expect("restrictor stops on SIGTERM")
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{logs}");
+    assert_eq!(reporters.holder(), Value::Null, "released: {logs}");
+    assert!(logs.contains("policy reports: stopped"), "{logs}");
+    fake.assert_no_unexpected();
+}

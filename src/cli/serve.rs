@@ -97,6 +97,9 @@ fn required(value: &Option<String>, flag: &'static str) -> Result<String, ServeC
         .ok_or(ServeCommandError::MissingFlag(flag))
 }
 
+/// How long a stopping server waits for the report task to give its Lease up.
+const REPORTS_STOP: Duration = Duration::from_secs(2);
+
 /// Runs the webhook until SIGTERM (or Ctrl-C), then drains.
 pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     server::install_crypto_provider();
@@ -171,12 +174,13 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         }));
     }
 
+    let mut reports = None;
     if let (Some(client), true) = (&cluster_client, command.reports.reports) {
         let lease = command.reports.lease(
             required(&command.namespace, "--namespace (for the reports Lease)")?,
             identity.clone(),
         );
-        background.push(tokio::spawn(cluster::reports::run_periodic_reports(
+        reports = Some(tokio::spawn(cluster::reports::run_periodic_reports(
             client.clone(),
             server.policy(),
             command.reports.scope(),
@@ -222,6 +226,16 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     }
 
     let result = server.run(server::shutdown_signal()).await;
+    // The server's policy is gone with it, which ends the report task: it gives its Lease up, so
+    // another replica writes the reports at its next try instead of after the Lease expires.
+    if let Some(mut reports) = reports
+        && tokio::time::timeout(REPORTS_STOP, &mut reports)
+            .await
+            .is_err()
+    {
+        tracing::warn!("policy reports: still writing at shutdown; their Lease expires by itself");
+        reports.abort();
+    }
     for task in background {
         task.abort();
     }
