@@ -4,7 +4,7 @@
 //!
 //! Order per round: read the live policy; per namespace, list and classify; probe until the API
 //! server sends the namespace's pods to restrictor ([`super::probe`]); restart; then check that the
-//! new pods pass ([`super::rollout`]). Workloads whose new pods still fail are restarted again in
+//! new pods pass (`rollout.rs`). Workloads whose new pods still fail are restarted again in
 //! a later round, a bounded number of times.
 
 use std::collections::{BTreeMap, BTreeSet};
