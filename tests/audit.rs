@@ -1052,9 +1052,10 @@ async fn the_webhook_process_writes_the_reports_and_gives_their_lease_up_on_sigt
     );
     assert_eq!(reporters.holder(), "restrictor-7c9f-a");
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+    // The shell's builtin kill: no procps needed on the machine.
+    let pid = child.id().unwrap();
+    let kill = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
         .status()
         .unwrap();
     assert!(kill.success());
