@@ -220,6 +220,45 @@ fn bad_input_and_bad_policy_exit_2_with_a_clear_message() {
 }
 
 #[test]
+fn serve_names_the_flag_a_feature_needs_before_it_starts_anything() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--reports"],
+            "error: --reports (for its Lease) needs --namespace",
+        ),
+        (
+            &["--reconcile-existing"],
+            "error: --reconcile-existing (for its Lease) needs --namespace",
+        ),
+        (
+            &["--self-managed-certs", "--namespace=restrictor-system"],
+            "error: --self-managed-certs needs --service",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_restrictor"));
+        command.arg("serve");
+        if flags[0] != "--self-managed-certs" {
+            // Files that do not exist: the check comes before they are read.
+            command.args([
+                "--tls-cert=/nonexistent/tls.crt",
+                "--tls-key=/nonexistent/tls.key",
+            ]);
+        }
+        let output = command
+            .args(flags)
+            .env_remove("RESTRICTOR_NAMESPACE")
+            .env_remove("RESTRICTOR_SERVICE")
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .expect("restrictor runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim_end(), message, "{flags:?}");
+    }
+}
+
+#[test]
 fn policy_prints_the_built_in_policy_which_validates() {
     let output = restrictor(&["policy"]);
     assert_eq!(output.status.code(), Some(0));

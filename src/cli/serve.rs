@@ -22,8 +22,11 @@ pub enum ServeCommandError {
         "no TLS material: give --tls-cert and --tls-key, or --self-managed-certs with --namespace, --service, --secret and --webhook-config"
     )]
     NoTls,
-    #[error("--self-managed-certs needs {0}")]
-    MissingFlag(&'static str),
+    #[error("{needed_by} needs {flag}")]
+    MissingFlag {
+        flag: &'static str,
+        needed_by: &'static str,
+    },
     #[error("cannot reach the Kubernetes API: {0}")]
     Client(String),
     #[error(transparent)]
@@ -90,11 +93,26 @@ async fn client() -> Result<kube::Client, ServeCommandError> {
         .map_err(|error| ServeCommandError::Client(error.to_string()))
 }
 
-fn required(value: &Option<String>, flag: &'static str) -> Result<String, ServeCommandError> {
+fn required(
+    value: &Option<String>,
+    flag: &'static str,
+    needed_by: &'static str,
+) -> Result<String, ServeCommandError> {
     value
         .clone()
         .filter(|v| !v.is_empty())
-        .ok_or(ServeCommandError::MissingFlag(flag))
+        .ok_or(ServeCommandError::MissingFlag { flag, needed_by })
+}
+
+/// `--namespace` when `enabled` needs it, checked before anything starts.
+fn namespace_for(
+    command: &ServeCommand,
+    enabled: bool,
+    needed_by: &'static str,
+) -> Result<Option<String>, ServeCommandError> {
+    enabled
+        .then(|| required(&command.namespace, "--namespace", needed_by))
+        .transpose()
 }
 
 /// How long a stopping server waits for the report task to give its Lease up.
@@ -105,16 +123,29 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     server::install_crypto_provider();
     server::init_logging(command.server.log_format);
 
+    // The Leases live in restrictor's own namespace.
+    let reports_namespace = namespace_for(
+        &command,
+        command.reports.reports,
+        "--reports (for its Lease)",
+    )?;
+    let reconcile_namespace = namespace_for(
+        &command,
+        command.reconcile_existing,
+        "--reconcile-existing (for its Lease)",
+    )?;
+
     let mut background = Vec::new();
     let mut cluster_client = None;
     let (tls, injected) = match command.server.tls_files() {
         Some(files) => (files, None),
         None if command.self_managed_certs => {
+            let by = "--self-managed-certs";
             let config = SelfManagedConfig::new(
-                required(&command.namespace, "--namespace")?,
-                required(&command.service, "--service")?,
-                required(&command.secret, "--secret")?,
-                required(&command.webhook_config, "--webhook-config")?,
+                required(&command.namespace, "--namespace", by)?,
+                required(&command.service, "--service", by)?,
+                required(&command.secret, "--secret", by)?,
+                required(&command.webhook_config, "--webhook-config", by)?,
             );
             let client = client().await?;
             let (serving_tx, serving_rx) = watch::channel(None);
@@ -175,11 +206,8 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
     }
 
     let mut reports = None;
-    if let (Some(client), true) = (&cluster_client, command.reports.reports) {
-        let lease = command.reports.lease(
-            required(&command.namespace, "--namespace (for the reports Lease)")?,
-            identity.clone(),
-        );
+    if let (Some(client), Some(namespace)) = (&cluster_client, reports_namespace) {
+        let lease = command.reports.lease(namespace, identity.clone());
         reports = Some(tokio::spawn(cluster::reports::run_periodic_reports(
             client.clone(),
             server.policy(),
@@ -189,7 +217,7 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         )));
     }
 
-    if command.reconcile_existing {
+    if let Some(namespace) = reconcile_namespace {
         let Some(client) = cluster_client else {
             return Err(ServeCommandError::Client(
                 "the Kubernetes client was not created".into(),
@@ -198,11 +226,7 @@ pub async fn serve(command: ServeCommand) -> Result<(), ServeCommandError> {
         // None: the namespaces the policy in force names, as the policy changes.
         let namespaces = (!command.reconcile_namespaces.is_empty())
             .then(|| command.reconcile_namespaces.clone());
-        let lease = LeaseConfig::new(
-            required(&command.namespace, "--namespace (for the reconcile Lease)")?,
-            command.lease_name.clone(),
-            identity,
-        );
+        let lease = LeaseConfig::new(namespace, command.lease_name.clone(), identity);
         // Reconcile only once this replica answers reviews: the restarts go through the webhook.
         let (ready_tx, ready_rx) = watch::channel(false);
         let watched = readiness.clone();
