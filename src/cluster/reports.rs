@@ -146,6 +146,15 @@ pub async fn write_reports(
     if !crd_served(client).await? {
         return Ok(ReportsOutcome::CrdAbsent);
     }
+    apply_reports(client, audit, scope).await
+}
+
+/// [`write_reports`] where the CRD is known to be served.
+async fn apply_reports(
+    client: &kube::Client,
+    audit: &Audit,
+    scope: &[String],
+) -> Result<ReportsOutcome, ReportsError> {
     let (mut applied, mut unchanged) = (0, 0);
     for mut desired in report::policy_reports(audit, scope, OffsetDateTime::now_utc()) {
         let namespace = desired["metadata"]["namespace"]
@@ -197,7 +206,8 @@ async fn report_once(
         scope.extend(names.iter().cloned());
     }
     let scope: Vec<String> = scope.into_iter().collect();
-    let outcome = write_reports(client, &audit, &scope).await?;
+    // The CRD was found served above, before the inventory: one discovery per pass.
+    let outcome = apply_reports(client, &audit, &scope).await?;
     let reported = audit
         .objects
         .iter()
