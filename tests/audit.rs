@@ -102,10 +102,13 @@ struct Reporters {
 }
 
 impl Reporters {
-    async fn start(dir: &std::path::Path) -> Self {
-        let fake = loaded_fake(dir, reports_rbac()).await;
+    /// The fake loaded with the shared fixtures and serving the CRD; `None` (the test is
+    /// skipped, saying why) when ../shared is absent.
+    async fn start() -> Option<Self> {
+        let dir = support::shared_fixtures()?;
+        let fake = loaded_fake(&dir, reports_rbac()).await;
         fake.serve_api("wgpolicyk8s.io/v1alpha2", &["policyreports"]);
-        Self { fake }
+        Some(Self { fake })
     }
 
     fn replica(
@@ -665,10 +668,9 @@ async fn without_the_crd_nothing_is_written_and_one_line_says_so() {
 
 #[tokio::test]
 async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
-    let Some(dir) = support::shared_fixtures() else {
+    let Some(reporters) = Reporters::start().await else {
         return;
     };
-    let reporters = Reporters::start(&dir).await;
     let (fake, holder) = (&reporters.fake, || reporters.holder());
     let (logs, _guard) = support::Logs::capture();
     let within = Duration::from_secs(10);
@@ -747,10 +749,9 @@ async fn only_the_replica_holding_the_reports_lease_lists_and_writes() {
 
 #[tokio::test]
 async fn a_writer_that_vanishes_is_replaced_once_its_reports_lease_expires() {
-    let Some(dir) = support::shared_fixtures() else {
+    let Some(reporters) = Reporters::start().await else {
         return;
     };
-    let reporters = Reporters::start(&dir).await;
     let (fake, holder) = (&reporters.fake, || reporters.holder());
     // A 3 s lease stands for the 60 s one: stand-by replicas try for it once per duration.
     let lease = |identity| LeaseConfig {
@@ -1008,10 +1009,9 @@ fn free_address() -> String {
 
 #[tokio::test]
 async fn the_webhook_process_writes_the_reports_and_gives_their_lease_up_on_sigterm() {
-    let Some(dir) = support::shared_fixtures() else {
+    let Some(reporters) = Reporters::start().await else {
         return;
     };
-    let reporters = Reporters::start(&dir).await;
     let fake = &reporters.fake;
     let config = kubeconfig(&fake.url);
     let leaf = support::Pki::new().leaf("serving");
